@@ -1,0 +1,236 @@
+"""Configuration: documented defaults, then environment variables, then test overrides.
+
+Every setting is listed once in ``SETTINGS`` with its default and meaning;
+``docs/configuration.md`` documents the same list and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+
+class ConfigError(Exception):
+    """Invalid configuration; start-up stops with this one-line explanation."""
+
+
+def _int(value: str) -> int:
+    return int(value)
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _str(value: str) -> str:
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    key: str
+    default: Any
+    parse: Callable[[str], Any]
+    doc: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "CASEBROKER_ENV",
+        "ENV",
+        "development",
+        _str,
+        "`development` or `production`. Production refuses to start without an explicit "
+        "key-encryption key, secret key and issuer.",
+    ),
+    Setting(
+        "CASEBROKER_INSTANCE_PATH",
+        "INSTANCE_PATH",
+        None,
+        _str,
+        "Folder for the SQLite database, generated development secrets and demo files. "
+        "Default: `./instance` in the current directory.",
+    ),
+    Setting(
+        "CASEBROKER_DATABASE_URL",
+        "DATABASE_URL",
+        None,
+        _str,
+        "SQLAlchemy URL of the broker's database. Default: `sqlite:///<instance>/casebroker.db`. "
+        "PostgreSQL: `postgresql+psycopg://user@host/dbname`.",
+    ),
+    Setting(
+        "CASEBROKER_ISSUER",
+        "ISSUER",
+        "http://127.0.0.1:5000",
+        _str,
+        "The issuer identifier (OAuth 2.0 `iss`), the public base URL of the broker, no trailing "
+        "slash.",
+    ),
+    Setting(
+        "CASEBROKER_KEY_ENCRYPTION_KEY",
+        "KEY_ENCRYPTION_KEY",
+        None,
+        _str,
+        "Base64url-encoded 32-byte key that encrypts signing keys at rest (AES-256-GCM). "
+        "Required in production; in development one is generated in the instance folder.",
+    ),
+    Setting(
+        "CASEBROKER_SECRET_KEY",
+        "SECRET_KEY",
+        None,
+        _str,
+        "Secret for signing browser sessions. Required in production; in development one is "
+        "generated in the instance folder.",
+    ),
+    Setting(
+        "CASEBROKER_ACCESS_TOKEN_TTL",
+        "ACCESS_TOKEN_TTL",
+        300,
+        _int,
+        "Lifetime of issued access tokens, in seconds.",
+    ),
+    Setting(
+        "CASEBROKER_CLIENT_ASSERTION_MAX_AGE",
+        "CLIENT_ASSERTION_MAX_AGE",
+        300,
+        _int,
+        "Longest accepted lifetime of a private_key_jwt client assertion (`exp` minus now, and "
+        "`exp` minus `iat`), in seconds (RFC 7523 section 3).",
+    ),
+    Setting(
+        "CASEBROKER_CLOCK_SKEW",
+        "CLOCK_SKEW",
+        30,
+        _int,
+        "Seconds of clock difference tolerated when checking `exp`, `nbf` and `iat`.",
+    ),
+    Setting(
+        "CASEBROKER_MAX_CONTENT_LENGTH",
+        "MAX_CONTENT_LENGTH",
+        64 * 1024,
+        _int,
+        "Largest accepted request body, in bytes; larger bodies get 413.",
+    ),
+    Setting(
+        "CASEBROKER_DB_POOL_SIZE",
+        "DB_POOL_SIZE",
+        5,
+        _int,
+        "Connections kept per process in the database pool (PostgreSQL only).",
+    ),
+    Setting(
+        "CASEBROKER_LOG_LEVEL",
+        "LOG_LEVEL",
+        "INFO",
+        _str,
+        "Python logging level for the `casebroker` loggers.",
+    ),
+)
+
+
+def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.env)
+        if raw is None or raw == "":
+            config[setting.key] = setting.default
+            continue
+        try:
+            config[setting.key] = setting.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{setting.env}: {exc}") from None
+    return config
+
+
+def _dev_secret(instance: Path, name: str) -> str:
+    """A per-instance secret for development, kept in a 0600 file so restarts keep sessions
+    and encrypted keys readable."""
+    path = instance / name
+    if path.exists():
+        return path.read_text().strip()
+    value = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+def decode_kek(value: str) -> bytes:
+    """Decode and check the key-encryption key: exactly 32 bytes, base64url or base64."""
+    padded = value.strip() + "=" * (-len(value.strip()) % 4)
+    try:
+        raw = base64.urlsafe_b64decode(padded)
+    except (binascii.Error, ValueError):
+        raise ConfigError("CASEBROKER_KEY_ENCRYPTION_KEY is not valid base64url") from None
+    if len(raw) != 32:
+        raise ConfigError(f"CASEBROKER_KEY_ENCRYPTION_KEY must decode to 32 bytes, got {len(raw)}")
+    return raw
+
+
+def load_config(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Layer defaults, the environment and explicit overrides; then check the result."""
+    config = _read_env(os.environ if environ is None else environ)
+    if overrides:
+        config.update(overrides)
+
+    if config["ENV"] not in {"development", "production"}:
+        raise ConfigError("CASEBROKER_ENV must be 'development' or 'production'")
+
+    instance = Path(config["INSTANCE_PATH"] or Path.cwd() / "instance").resolve()
+    config["INSTANCE_PATH"] = str(instance)
+
+    if not config["DATABASE_URL"]:
+        instance.mkdir(parents=True, exist_ok=True)
+        config["DATABASE_URL"] = f"sqlite:///{instance / 'casebroker.db'}"
+    try:
+        url = make_url(config["DATABASE_URL"])
+    except ArgumentError:
+        raise ConfigError("CASEBROKER_DATABASE_URL is not a valid database URL") from None
+    if url.get_backend_name() not in {"sqlite", "postgresql"}:
+        raise ConfigError(
+            f"CASEBROKER_DATABASE_URL: unsupported database {url.get_backend_name()!r} "
+            "(use sqlite or postgresql)"
+        )
+
+    production = config["ENV"] == "production"
+    for key, env in (
+        ("KEY_ENCRYPTION_KEY", "CASEBROKER_KEY_ENCRYPTION_KEY"),
+        ("SECRET_KEY", "CASEBROKER_SECRET_KEY"),
+    ):
+        if config[key]:
+            continue
+        if production:
+            raise ConfigError(f"{env} is required when CASEBROKER_ENV=production")
+        instance.mkdir(parents=True, exist_ok=True)
+        config[key] = _dev_secret(instance, key.lower().replace("_", "-"))
+    config["KEY_ENCRYPTION_KEY_BYTES"] = decode_kek(config["KEY_ENCRYPTION_KEY"])
+
+    issuer = str(config["ISSUER"]).rstrip("/")
+    if not issuer.startswith(("https://", "http://")):
+        raise ConfigError("CASEBROKER_ISSUER must be an http(s) URL")
+    if production and not issuer.startswith("https://"):
+        raise ConfigError("CASEBROKER_ISSUER must use https in production")
+    config["ISSUER"] = issuer
+
+    for key in ("ACCESS_TOKEN_TTL", "CLIENT_ASSERTION_MAX_AGE", "MAX_CONTENT_LENGTH"):
+        if int(config[key]) <= 0:
+            raise ConfigError(f"CASEBROKER_{key} must be positive")
+    return config
