@@ -7,6 +7,7 @@ import sys
 import click
 from flask.cli import FlaskGroup, with_appcontext
 
+from broker.agency_client import token_command
 from broker.app import create_app
 from broker.config import ConfigError
 from broker.db import get_db
@@ -55,6 +56,7 @@ cli = FlaskGroup(
     help="casebroker: cross-agency case-data sharing and identity broker.",
 )
 cli.add_command(db_group)
+cli.add_command(token_command)
 
 
 def main() -> None:
