@@ -55,6 +55,10 @@ def client_assertion(key: ClientKey, audience: str, lifetime: int = 60) -> str:
     return jwt.encode(header, claims, private)
 
 
+class BrokerError(click.ClickException):
+    """The broker refused a request; the message carries its problem details."""
+
+
 def fetch_token(
     key: ClientKey,
     base_url: str | None = None,
@@ -78,8 +82,35 @@ def fetch_token(
             http.close()
     body = response.json()
     if response.status_code != 200:
-        raise click.ClickException(
+        raise BrokerError(
             f"token endpoint refused: {body.get('error')}: {body.get('error_description', '')}"
+        )
+    return body
+
+
+def post_lookup(
+    base_url: str, access_token: str, lookup: dict[str, Any], http: httpx.Client | None = None
+) -> dict[str, Any]:
+    """POST a lookup to the exchange API; raise BrokerError with the problem details."""
+    owner = http is None
+    http = http or httpx.Client(timeout=30)
+    try:
+        response = http.post(
+            base_url.rstrip("/") + "/exchange/v1/lookups",
+            json=lookup,
+            headers={"Authorization": f"Bearer {access_token}"},
+        )
+    finally:
+        if owner:
+            http.close()
+    try:
+        body = response.json()
+    except ValueError:
+        raise BrokerError(f"the broker answered {response.status_code} without JSON") from None
+    if response.status_code != 200:
+        raise BrokerError(
+            f"{body.get('status')} {body.get('title')}: {body.get('detail', '')} "
+            f"(correlation id {body.get('correlation_id')})"
         )
     return body
 
@@ -104,3 +135,84 @@ def token_command(key_file: Path, url: str | None, scope: str) -> None:
     except httpx.HTTPError as exc:
         raise click.ClickException(f"cannot reach the broker: {exc}") from None
     click.echo(json.dumps(body, indent=2))
+
+
+def _print_results(body: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("provider", "category", "status", "detail", title=f"purpose {body['purpose']}")
+    for result in body["results"]:
+        if result["status"] == "ok":
+            detail = "\n".join(
+                ", ".join(f"{k}={v}" for k, v in record.items()) for record in result["records"]
+            )
+        else:
+            detail = result.get("reason", "")
+        table.add_row(result["provider"], result["category"], result["status"], detail)
+    console = Console()
+    console.print(table)
+    console.print(f"correlation id {body['correlation_id']}")
+
+
+@click.command("lookup")
+@click.option(
+    "--client-key",
+    "key_file",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Client key file (client_id, issuer and private JWK).",
+)
+@click.option(
+    "--person",
+    required=True,
+    metavar="SCHEME:VALUE",
+    help="Your agency's own identifier for the person, e.g. client-no:SS-000001.",
+)
+@click.option(
+    "--category",
+    "categories",
+    required=True,
+    multiple=True,
+    help="Data category; repeat for several.",
+)
+@click.option("--purpose", required=True)
+@click.option("--justification", help="Why, where the purpose requires it.")
+@click.option("--break-glass", is_flag=True, help="Ask for break-glass access.")
+@click.option("--url", help="Broker base URL; default: the issuer in the key file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON answer.")
+def lookup_command(
+    key_file: Path,
+    person: str,
+    categories: tuple[str, ...],
+    purpose: str,
+    justification: str | None,
+    break_glass: bool,
+    url: str | None,
+    as_json: bool,
+) -> None:
+    """Get a token with private_key_jwt and look a person up across the other agencies."""
+    scheme, sep, value = person.partition(":")
+    if not sep or not scheme or not value:
+        raise click.BadParameter("use SCHEME:VALUE", param_hint="--person")
+    lookup: dict[str, Any] = {
+        "person": {"scheme": scheme, "value": value},
+        "categories": list(categories),
+        "purpose": purpose,
+        "break_glass": break_glass,
+    }
+    if justification:
+        lookup["justification"] = justification
+    try:
+        key = ClientKey.load(key_file)
+        base = url or key.issuer
+        token = fetch_token(key, base)["access_token"]
+        body = post_lookup(base, token, lookup)
+    except ClientKeyFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach the broker: {exc}") from None
+    if as_json:
+        click.echo(json.dumps(body, indent=2))
+    else:
+        _print_results(body)

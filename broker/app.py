@@ -33,8 +33,11 @@ def create_app(
     app.register_blueprint(health.bp)
 
     import identity
+    from broker import exchange, openapi
 
     identity.init_app(app)
+    exchange.init_app(app)
+    app.register_blueprint(openapi.bp)
     return app
 
 

@@ -7,11 +7,13 @@ import sys
 import click
 from flask.cli import FlaskGroup, with_appcontext
 
-from broker.agency_client import token_command
+from broker.agency_client import lookup_command, token_command
 from broker.app import create_app
 from broker.config import ConfigError
 from broker.db import get_db
+from broker.demo import demo_command
 from broker.migrate import current_revision, head_revision, upgrade
+from policies.cli import policy_group
 
 
 @click.group("db")
@@ -56,7 +58,10 @@ cli = FlaskGroup(
     help="casebroker: cross-agency case-data sharing and identity broker.",
 )
 cli.add_command(db_group)
+cli.add_command(demo_command)
+cli.add_command(policy_group)
 cli.add_command(token_command)
+cli.add_command(lookup_command)
 
 
 def main() -> None:

@@ -128,6 +128,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest accepted request body, in bytes; larger bodies get 413.",
     ),
     Setting(
+        "CASEBROKER_POLICY_DIR",
+        "POLICY_DIR",
+        None,
+        _str,
+        "Folder of the Cedar schema and data-sharing agreements. Default: the `policies/` folder "
+        "shipped with casebroker. Changed files are picked up by every process within a second.",
+    ),
+    Setting(
         "CASEBROKER_DB_POOL_SIZE",
         "DB_POOL_SIZE",
         5,
@@ -222,6 +230,13 @@ def load_config(
         instance.mkdir(parents=True, exist_ok=True)
         config[key] = _dev_secret(instance, key.lower().replace("_", "-"))
     config["KEY_ENCRYPTION_KEY_BYTES"] = decode_kek(config["KEY_ENCRYPTION_KEY"])
+
+    if not config["POLICY_DIR"]:
+        import policies
+
+        config["POLICY_DIR"] = str(Path(policies.__file__).parent)
+    if not Path(config["POLICY_DIR"]).is_dir():
+        raise ConfigError(f"CASEBROKER_POLICY_DIR: {config['POLICY_DIR']} is not a folder")
 
     issuer = str(config["ISSUER"]).rstrip("/")
     if not issuer.startswith(("https://", "http://")):

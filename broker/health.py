@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -30,4 +30,9 @@ def readyz() -> ResponseReturnValue:
         return jsonify(
             status="unavailable", database="ok", migrations="pending", current=current, head=head
         ), 503
-    return jsonify(status="ok", database="ok", migrations="current", revision=current)
+    engine = current_app.extensions.get("casebroker.policy")
+    if engine is not None and not engine.loaded:
+        # Without a policy set every decision is a deny: serving would only refuse lookups.
+        return jsonify(status="unavailable", database="ok", policies="not loaded"), 503
+    policies = {"policies": engine.version} if engine is not None else {}
+    return jsonify(status="ok", database="ok", migrations="current", revision=current, **policies)

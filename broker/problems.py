@@ -29,6 +29,14 @@ class Problem(Exception):
         self.extensions = extensions
         self.headers: dict[str, str] = {}
 
+    @classmethod
+    def of(cls, status: int, title: str, detail: str | None = None, **extensions: Any) -> Problem:
+        """A one-off problem whose type slug is derived from its title."""
+        problem = cls(detail, **extensions)
+        problem.status, problem.title = status, title
+        problem.slug = title.lower().replace(" ", "-").replace("'", "")
+        return problem
+
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "type": PROBLEM_TYPE_BASE + self.slug,
@@ -74,11 +82,7 @@ def problem_response(problem: Problem) -> Response:
 
 
 def _http_exception(exc: HTTPException) -> Response:
-    problem = Problem(exc.description)
-    problem.status = exc.code or 500
-    problem.title = exc.name
-    problem.slug = exc.name.lower().replace(" ", "-").replace("'", "")
-    response = problem_response(problem)
+    response = problem_response(Problem.of(exc.code or 500, exc.name, exc.description))
     if exc.code == 405 and exc.valid_methods:
         response.headers["Allow"] = ", ".join(exc.valid_methods)
     return response
@@ -91,9 +95,13 @@ def _unexpected(exc: Exception) -> Response:
         request.path,
         g.get("correlation_id"),
     )
-    problem = Problem("An unexpected error occurred; quote the correlation id when reporting it.")
-    problem.status, problem.slug, problem.title = 500, "internal-error", "Internal error"
-    return problem_response(problem)
+    return problem_response(
+        Problem.of(
+            500,
+            "Internal error",
+            "An unexpected error occurred; quote the correlation id when reporting it.",
+        )
+    )
 
 
 def init_app(app: Flask) -> None:

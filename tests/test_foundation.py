@@ -45,6 +45,17 @@ def test_readyz_reports_pending_migrations(make_app, tmp_path):
     assert response.json["migrations"] == "pending"
 
 
+def test_readyz_reports_policies_that_do_not_load(make_app, tmp_path):
+    (tmp_path / "broken.cedar").write_text("permit(principal, action, resource")
+    response = make_app(POLICY_DIR=str(tmp_path)).test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["policies"] == "not loaded"
+
+
+def test_readyz_names_the_policy_version(client, app):
+    assert client.get("/readyz").json["policies"] == app.extensions["casebroker.policy"].version
+
+
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
     with engine.connect() as conn:
