@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from flask import g, has_app_context
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
@@ -92,4 +93,6 @@ def append(session: Session, records: Sequence[Mapping[str, Any]]) -> list[Appen
         rows.append(row)
         appended.append(Appended(start + offset, digest))
     session.execute(insert(AuditEvent), rows)
+    if has_app_context():
+        g.audit_appended = True  # lets the app integrate once the response has gone
     return appended

@@ -12,7 +12,17 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, LargeBinary, String, Text, Uuid
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Index,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    Uuid,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from broker.db import Base
@@ -52,3 +62,96 @@ class AuditSequence(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     next_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditTreeNode(Base):
+    """A complete subtree of the Merkle tree: leaves [index * 2**level, (index + 1) * 2**level).
+
+    Level 0 repeats the leaf hashes as integrated, so proofs read this table alone and verify
+    can name the first event that no longer matches what was integrated.
+    """
+
+    __tablename__ = "audit_tree_node"
+    __table_args__ = (
+        CheckConstraint("level >= 0 AND level < 64", name="level"),
+        CheckConstraint("idx >= 0", name="idx"),
+        CheckConstraint("length(hash) = 32", name="hash"),
+    )
+
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditTreeState(Base):
+    """The one-row head of the integrated tree, moved with the nodes in one transaction."""
+
+    __tablename__ = "audit_tree_state"
+    __table_args__ = (
+        CheckConstraint("id = 1", name="single_row"),
+        CheckConstraint("size >= 0", name="size"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    updated_at: Mapped[datetime]
+
+
+class AuditLogKey(Base):
+    """The Ed25519 key that signs checkpoints; the private key sealed under the KEK."""
+
+    __tablename__ = "audit_log_key"
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'retired')", name="status"),
+        CheckConstraint("length(public_key) = 32", name="public_key"),
+        Index(
+            "uq_audit_log_key_active",
+            "status",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
+
+    key_id: Mapped[str] = mapped_column(String(300), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    private_key_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+
+
+class AuditCheckpoint(Base):
+    """A signed tree head in C2SP checkpoint form, one per integrated size."""
+
+    __tablename__ = "audit_checkpoint"
+    __table_args__ = (CheckConstraint("length(root_hash) = 32", name="root_hash"),)
+
+    tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class AuditVerification(Base):
+    """The outcome of one full ``casebroker audit verify`` run.
+
+    Verification is too slow for a page to run, so the command keeps what it found; the
+    auditor's console shows the latest run beside the checkpoint it checked.
+    """
+
+    __tablename__ = "audit_verification"
+    __table_args__ = (CheckConstraint("events >= 0 AND tree_size >= 0", name="counts"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime] = mapped_column(index=True)
+    ok: Mapped[bool]
+    events: Mapped[int] = mapped_column(BigInteger)
+    pruned: Mapped[int] = mapped_column(BigInteger)
+    tree_size: Mapped[int] = mapped_column(BigInteger)
+    checkpoints: Mapped[int]
+    #: The first problem found (``None`` when the run passed); never an event's body.
+    first_failure: Mapped[str | None] = mapped_column(Text)

@@ -20,6 +20,20 @@ database could not be set up or a run failed outright).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# This folder's scripts are named for what they measure (token.py, audit.py), which are also
+# the names of a standard-library module and of casebroker packages: import those first, then
+# look in this folder last.
+_HERE = str(Path(__file__).resolve().parent)
+sys.path[:] = [p for p in sys.path if p != _HERE]
+import token as _stdlib_token  # noqa: F401
+
+import audit
+
+sys.path.append(_HERE)
+
 import argparse
 import contextlib
 import cProfile
@@ -28,11 +42,9 @@ import json
 import os
 import pstats
 import sqlite3
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from _common import (
@@ -114,6 +126,7 @@ def seed_instance(db: str, folder: Path, persons: int, database_url: str | None)
     from broker.db import get_db
     from broker.demo_data import seed_demo
     from broker.migrate import upgrade
+    from identity.models import Client
 
     port = free_port()
     env = {
@@ -130,6 +143,9 @@ def seed_instance(db: str, folder: Path, persons: int, database_url: str | None)
         upgrade(get_db().engine)
         with get_db().session() as session:
             seeded = seed_demo(session, folder, env["CASEBROKER_ISSUER"], persons=persons)
+            # Prebuilt requests cannot carry a fresh DPoP proof each, so the bench client uses
+            # bearer tokens; bench/token.py measures what DPoP proofs cost.
+            session.get_one(Client, f"{REQUESTER}-cms").is_fapi = False
     instance = Instance(db, folder, port, env, seeded.key_files[REQUESTER])
     instance.identifiers = persons_with_income(app, seeded.source_files)
     get_db(app).engine.dispose()
@@ -137,19 +153,30 @@ def seed_instance(db: str, folder: Path, persons: int, database_url: str | None)
 
 
 def persons_with_income(app: Any, source_files: dict[str, Path]) -> list[str]:
-    """The requester's identifiers of persons the tax source has income records for.
+    """The requester's identifiers of persons it has an open case on for the purpose and the
+    tax source has income records for.
 
-    Read from the broker's identity links and the source database itself, with the demo's own
-    income query, so every lookup of the run is expected to come back "ok".
+    Read from the broker's identity links and cases and the source database itself, with the
+    demo's own income query, so every lookup of the run is expected to come back "ok".
     """
+    from broker.cases.models import Case, CasePurpose
     from broker.db import get_db
     from broker.demo_data import CATEGORIES
     from identity.models import IdentityLink
 
     with get_db(app).sessionmaker() as session:
+        cased = (
+            select(Case.person_id)
+            .join(CasePurpose, CasePurpose.case_id == Case.id)
+            .where(
+                Case.agency_id == REQUESTER,
+                Case.status == "open",
+                CasePurpose.purpose_id == PURPOSE,
+            )
+        )
         rows = session.execute(
             select(IdentityLink.person_id, IdentityLink.agency_id, IdentityLink.value).where(
-                IdentityLink.agency_id.in_([REQUESTER, "tax"])
+                IdentityLink.agency_id.in_([REQUESTER, "tax"]), IdentityLink.person_id.in_(cased)
             )
         ).all()
     by_person: dict[Any, dict[str, str]] = {}
@@ -370,9 +397,8 @@ def stage_wrappers(app: Any) -> list[tuple[str, Any, str]]:
     """The lookup's steps in order (``LookupService.run``), and what surrounds them."""
     from sqlalchemy.orm import Session
 
-    import audit
     from adapters.sql import SqlAdapter
-    from broker.exchange import views
+    from broker.exchange import service, views
     from broker.exchange.service import LookupService
     from broker.exchange.sources import SourceCaller
 
@@ -386,6 +412,7 @@ def stage_wrappers(app: Any) -> list[tuple[str, Any, str]]:
         ("    _resolve_person", LookupService, "_resolve_person"),
         ("    _find_targets", LookupService, "_find_targets"),
         ("    _consents", LookupService, "_consents"),
+        ("    case_facts", service, "case_facts"),
         ("    _decide (Cedar)", LookupService, "_decide"),
         ("    _record (audit)", LookupService, "_record"),
         ("      audit.append", audit, "append"),

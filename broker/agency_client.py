@@ -5,17 +5,19 @@ The ``casebroker token`` command uses it; it is also a worked example for integr
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 import httpx
 from joserfc import jwt
-from joserfc.jwk import import_key
+from joserfc.jwk import ECKey, import_key
 
 
 class ClientKeyFileError(ValueError):
@@ -55,6 +57,59 @@ def client_assertion(key: ClientKey, audience: str, lifetime: int = 60) -> str:
     return jwt.encode(header, claims, private)
 
 
+@dataclass
+class DPoPProver:
+    """A client's DPoP key (RFC 9449) and the proofs it signs, one per HTTP request.
+
+    The key is the client's own, kept apart from its client-authentication key, so that a
+    token it binds is useless to anyone who has the token but not this key. ``nonce`` holds
+    the last server nonce (``DPoP-Nonce``), sent back in the next proof.
+    """
+
+    key: ECKey = field(default_factory=lambda: ECKey.generate_key("P-256", auto_kid=False))
+    nonce: str | None = None
+
+    @property
+    def thumbprint(self) -> str:
+        return self.key.thumbprint()
+
+    def proof(self, method: str, url: str, access_token: str | None = None) -> str:
+        public = self.key.as_dict(private=False)
+        header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": public}
+        claims: dict[str, Any] = {
+            "jti": secrets.token_urlsafe(24),
+            "htm": method,
+            "htu": url,
+            "iat": int(time.time()),
+        }
+        if access_token is not None:
+            digest = hashlib.sha256(access_token.encode("ascii")).digest()
+            claims["ath"] = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        if self.nonce:
+            claims["nonce"] = self.nonce
+        return jwt.encode(header, claims, self.key)
+
+    def remember_nonce(self, response: httpx.Response) -> bool:
+        """Keep a nonce the server sent; True when it is new (the request may be retried)."""
+        nonce = response.headers.get("DPoP-Nonce")
+        if nonce and nonce != self.nonce:
+            self.nonce = nonce
+            return True
+        return False
+
+
+def authorization_headers(
+    access_token: str, method: str, url: str, dpop: DPoPProver | None
+) -> dict[str, str]:
+    """``Authorization`` (and ``DPoP``) for a resource request with a bearer or DPoP token."""
+    if dpop is None:
+        return {"Authorization": f"Bearer {access_token}"}
+    return {
+        "Authorization": f"DPoP {access_token}",
+        "DPoP": dpop.proof(method, url, access_token),
+    }
+
+
 class BrokerError(click.ClickException):
     """The broker refused a request; the message carries its problem details."""
 
@@ -64,23 +119,38 @@ def fetch_token(
     base_url: str | None = None,
     scope: str = "lookup",
     http: httpx.Client | None = None,
+    dpop: DPoPProver | None = None,
 ) -> dict[str, Any]:
-    """Run the client_credentials grant against the broker's token endpoint."""
+    """Run the client_credentials grant against the broker's token endpoint.
+
+    With ``dpop`` the token is bound to the prover's key (RFC 9449); a server nonce asked for
+    with ``use_dpop_nonce`` is taken and the request sent once more.
+    """
     base = (base_url or key.issuer).rstrip("/")
-    form = {
-        "grant_type": "client_credentials",
-        "scope": scope,
-        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        "client_assertion": client_assertion(key, key.issuer),
-    }
+    url = base + "/token"
     owner = http is None
     http = http or httpx.Client(timeout=10)
     try:
-        response = http.post(base + "/token", data=form)
+        for _attempt in range(2):
+            form = {
+                "grant_type": "client_credentials",
+                "scope": scope,
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": client_assertion(key, key.issuer),
+            }
+            headers = {"DPoP": dpop.proof("POST", url)} if dpop else {}
+            response = http.post(url, data=form, headers=headers)
+            if not (dpop and dpop.remember_nonce(response) and response.status_code == 400):
+                break
     finally:
         if owner:
             http.close()
-    body = response.json()
+    try:
+        body = response.json()
+    except ValueError:
+        raise BrokerError(
+            f"the token endpoint answered {response.status_code} without JSON"
+        ) from None
     if response.status_code != 200:
         raise BrokerError(
             f"token endpoint refused: {body.get('error')}: {body.get('error_description', '')}"
@@ -89,17 +159,22 @@ def fetch_token(
 
 
 def post_lookup(
-    base_url: str, access_token: str, lookup: dict[str, Any], http: httpx.Client | None = None
+    base_url: str,
+    access_token: str,
+    lookup: dict[str, Any],
+    http: httpx.Client | None = None,
+    dpop: DPoPProver | None = None,
 ) -> dict[str, Any]:
     """POST a lookup to the exchange API; raise BrokerError with the problem details."""
+    url = base_url.rstrip("/") + "/exchange/v1/lookups"
     owner = http is None
     http = http or httpx.Client(timeout=30)
     try:
-        response = http.post(
-            base_url.rstrip("/") + "/exchange/v1/lookups",
-            json=lookup,
-            headers={"Authorization": f"Bearer {access_token}"},
-        )
+        for _attempt in range(2):
+            headers = authorization_headers(access_token, "POST", url, dpop)
+            response = http.post(url, json=lookup, headers=headers)
+            if not (dpop and dpop.remember_nonce(response) and response.status_code == 401):
+                break
     finally:
         if owner:
             http.close()
@@ -129,7 +204,7 @@ def token_command(key_file: Path, url: str | None, scope: str) -> None:
     """Get an access token with private_key_jwt and print the token response as JSON."""
     try:
         key = ClientKey.load(key_file)
-        body = fetch_token(key, url, scope)
+        body = fetch_token(key, url, scope, dpop=DPoPProver())
     except ClientKeyFileError as exc:
         raise click.ClickException(str(exc)) from None
     except httpx.HTTPError as exc:
@@ -206,8 +281,9 @@ def lookup_command(
     try:
         key = ClientKey.load(key_file)
         base = url or key.issuer
-        token = fetch_token(key, base)["access_token"]
-        body = post_lookup(base, token, lookup)
+        dpop = DPoPProver()
+        token = fetch_token(key, base, dpop=dpop)["access_token"]
+        body = post_lookup(base, token, lookup, dpop=dpop)
     except ClientKeyFileError as exc:
         raise click.ClickException(str(exc)) from None
     except httpx.HTTPError as exc:

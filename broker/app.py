@@ -32,11 +32,19 @@ def create_app(
     app.after_request(_security_headers)
     app.register_blueprint(health.bp)
 
+    import audit
+    import consent
     import identity
-    from broker import exchange, openapi
+    from audit import console
+    from broker import cases, exchange, openapi, portal
 
     identity.init_app(app)
+    audit.init_app(app)
     exchange.init_app(app)
+    consent.init_app(app)
+    cases.init_app(app)
+    portal.init_app(app)
+    console.init_app(app)
     app.register_blueprint(openapi.bp)
     return app
 

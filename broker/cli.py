@@ -7,12 +7,15 @@ import sys
 import click
 from flask.cli import FlaskGroup, with_appcontext
 
+from audit.cli import audit_group
 from broker.agency_client import lookup_command, token_command
 from broker.app import create_app
+from broker.cases.cli import cases_group
 from broker.config import ConfigError
 from broker.db import get_db
 from broker.demo import demo_command
 from broker.migrate import current_revision, head_revision, upgrade
+from consent.cli import consent_group, notifications_group
 from policies.cli import policy_group
 
 
@@ -58,8 +61,12 @@ cli = FlaskGroup(
     help="casebroker: cross-agency case-data sharing and identity broker.",
 )
 cli.add_command(db_group)
+cli.add_command(audit_group)
 cli.add_command(demo_command)
 cli.add_command(policy_group)
+cli.add_command(consent_group)
+cli.add_command(notifications_group)
+cli.add_command(cases_group)
 cli.add_command(token_command)
 cli.add_command(lookup_command)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -143,6 +144,146 @@ SETTINGS: tuple[Setting, ...] = (
         "Connections kept per process in the database pool (PostgreSQL only).",
     ),
     Setting(
+        "CASEBROKER_SESSION_IDLE_TIMEOUT",
+        "SESSION_IDLE_TIMEOUT",
+        900,
+        _int,
+        "Seconds without activity after which a browser login session ends.",
+    ),
+    Setting(
+        "CASEBROKER_SESSION_LIFETIME",
+        "SESSION_LIFETIME",
+        43200,
+        _int,
+        "Longest life of a browser login session, in seconds, however active.",
+    ),
+    Setting(
+        "CASEBROKER_REFRESH_TOKEN_TTL",
+        "REFRESH_TOKEN_TTL",
+        28800,
+        _int,
+        "Lifetime of a refresh token, in seconds; each use rotates it.",
+    ),
+    Setting(
+        "CASEBROKER_PAIRWISE_SALT",
+        "PAIRWISE_SALT",
+        None,
+        _str,
+        "Secret mixed into pairwise subject identifiers (OpenID Connect Core 8.1); changing it "
+        "changes every pairwise subject. Default: derived from the key-encryption key, so set "
+        "it explicitly before ever rotating that key.",
+    ),
+    Setting(
+        "CASEBROKER_DPOP_NONCE",
+        "DPOP_NONCE",
+        False,
+        _bool,
+        "Require a server-provided nonce in DPoP proofs (RFC 9449 section 8).",
+    ),
+    Setting(
+        "CASEBROKER_AUDIT_ORIGIN",
+        "AUDIT_ORIGIN",
+        None,
+        _str,
+        "Origin line of the audit log's checkpoints and name of its signing key. Default: the "
+        "issuer's host and path followed by `/audit`.",
+    ),
+    Setting(
+        "CASEBROKER_AUDIT_BATCH_SIZE",
+        "AUDIT_BATCH_SIZE",
+        10000,
+        _int,
+        "Most audit events added to the Merkle tree per integration batch (one checkpoint each).",
+    ),
+    Setting(
+        "CASEBROKER_AUDIT_INTEGRATE_INTERVAL",
+        "AUDIT_INTEGRATE_INTERVAL",
+        2,
+        _int,
+        "Seconds between opportunistic integrations that a process runs after answering a "
+        "request that appended audit events; 0 leaves integration to `casebroker audit "
+        "integrate --follow`.",
+    ),
+    Setting(
+        "CASEBROKER_AUDIT_RETENTION_DAYS",
+        "AUDIT_RETENTION_DAYS",
+        0,
+        _int,
+        "Days after which `casebroker audit prune` removes audit event bodies (leaf hashes and "
+        "proofs stay); 0 keeps bodies forever.",
+    ),
+    Setting(
+        "CASEBROKER_CONSENT_REQUEST_TTL_DAYS",
+        "CONSENT_REQUEST_TTL_DAYS",
+        30,
+        _int,
+        "Days an agency's consent request waits for the citizen's answer before it lapses.",
+    ),
+    Setting(
+        "CASEBROKER_CONSENT_MAX_DAYS",
+        "CONSENT_MAX_DAYS",
+        730,
+        _int,
+        "Longest validity of any consent, in days; a purpose's own cap applies when shorter.",
+    ),
+    Setting(
+        "CASEBROKER_CONSENT_EXPIRY_NOTICE_DAYS",
+        "CONSENT_EXPIRY_NOTICE_DAYS",
+        14,
+        _int,
+        "Citizens are told this many days before one of their consents expires.",
+    ),
+    Setting(
+        "CASEBROKER_CONSENT_JURISDICTION",
+        "CONSENT_JURISDICTION",
+        "EU",
+        _str,
+        "Jurisdiction named in consent receipts (Kantara consent receipt `jurisdiction`).",
+    ),
+    Setting(
+        "CASEBROKER_SMTP_HOST",
+        "SMTP_HOST",
+        "",
+        _str,
+        "SMTP server for citizens' notifications. Empty: notifications are shown in the "
+        "citizen portal only.",
+    ),
+    Setting("CASEBROKER_SMTP_PORT", "SMTP_PORT", 587, _int, "SMTP server port."),
+    Setting(
+        "CASEBROKER_SMTP_SECURITY",
+        "SMTP_SECURITY",
+        "starttls",
+        _str,
+        "`starttls`, `ssl` (implicit TLS) or `none` (a local relay only).",
+    ),
+    Setting("CASEBROKER_SMTP_USERNAME", "SMTP_USERNAME", "", _str, "SMTP login; empty: none."),
+    Setting(
+        "CASEBROKER_SMTP_PASSWORD",
+        "SMTP_PASSWORD",
+        "",
+        _str,
+        "SMTP password; never logged.",
+    ),
+    Setting(
+        "CASEBROKER_SMTP_FROM",
+        "SMTP_FROM",
+        "casebroker@localhost",
+        _str,
+        "Sender address of notification e-mails.",
+    ),
+    Setting(
+        "CASEBROKER_SMTP_TIMEOUT", "SMTP_TIMEOUT", 10, _int, "SMTP connection timeout, seconds."
+    ),
+    Setting(
+        "CASEBROKER_UPSTREAM_PROVIDERS",
+        "UPSTREAM_PROVIDERS",
+        None,
+        _str,
+        "JSON file listing upstream OpenID providers people may sign in with (identity "
+        'brokering): `[{"name", "title", "issuer", "client_id", "key_file"}]`; '
+        "see [identity](identity.md). Default: none.",
+    ),
+    Setting(
         "CASEBROKER_LOG_LEVEL",
         "LOG_LEVEL",
         "INFO",
@@ -230,6 +371,11 @@ def load_config(
         instance.mkdir(parents=True, exist_ok=True)
         config[key] = _dev_secret(instance, key.lower().replace("_", "-"))
     config["KEY_ENCRYPTION_KEY_BYTES"] = decode_kek(config["KEY_ENCRYPTION_KEY"])
+    if not config["PAIRWISE_SALT"]:
+        digest = hashlib.sha256(
+            b"casebroker pairwise subject\0" + config["KEY_ENCRYPTION_KEY_BYTES"]
+        )
+        config["PAIRWISE_SALT"] = digest.hexdigest()
 
     if not config["POLICY_DIR"]:
         import policies
@@ -245,7 +391,14 @@ def load_config(
         raise ConfigError("CASEBROKER_ISSUER must use https in production")
     config["ISSUER"] = issuer
 
-    for key in ("ACCESS_TOKEN_TTL", "CLIENT_ASSERTION_MAX_AGE", "MAX_CONTENT_LENGTH"):
+    for key in (
+        "ACCESS_TOKEN_TTL",
+        "CLIENT_ASSERTION_MAX_AGE",
+        "MAX_CONTENT_LENGTH",
+        "SESSION_IDLE_TIMEOUT",
+        "SESSION_LIFETIME",
+        "REFRESH_TOKEN_TTL",
+    ):
         if int(config[key]) <= 0:
             raise ConfigError(f"CASEBROKER_{key} must be positive")
     return config

@@ -17,10 +17,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from werkzeug.serving import run_simple
 
+from audit import integrator
 from broker.app import create_app
 from broker.db import get_db
 from broker.demo_data import MAX_PERSONS, SEED_STEPS, DemoSeedError, SeedResult, seed_demo
 from broker.migrate import upgrade
+from broker.portal import ensure_portal_client
+from consent import ConsentSettings, seed_demo_consents
 
 HOST = "127.0.0.1"
 
@@ -58,6 +61,20 @@ def _seed(app: Flask, seed: int, persons: int) -> tuple[SeedResult, float]:
                     persons=persons,
                     on_step=on_step,
                 )
+            # Through the consent service, which commits as it goes: each consent gets its
+            # history, audit events, signed receipt and notifications like a real one.
+            with get_db().sessionmaker() as session:
+                seed_demo_consents(session, ConsentSettings.from_config(app.config))
+            # The portal logs citizens in through the provider like any relying party; its
+            # redirect URI follows the demo's port, so it is brought up to date on every start.
+            with get_db().sessionmaker() as session:
+                ensure_portal_client(
+                    session, app.config["ISSUER"], app.config["KEY_ENCRYPTION_KEY_BYTES"]
+                )
+                session.commit()
+            # The seeding's audit events go into the Merkle tree now, so the demo starts
+            # with a signed checkpoint to show and verify.
+            integrator.run(app)
             progress.update(task, completed=len(SEED_STEPS), description="seeded")
     return result, time.perf_counter() - started
 
@@ -75,6 +92,40 @@ def _columns(rows: Iterable[tuple[str, object]]) -> list[str]:
     rows = list(rows)
     width = max((len(name) for name, _ in rows), default=0)
     return [f"  {name:<{width}}  {value}" for name, value in rows]
+
+
+def lookup_example(result: SeedResult) -> list[str]:
+    """Lookups that show each outcome: data from two sources with a denial, a denial for lack
+    of an open case, and a break-glass access."""
+    key = result.key_files.get("social-services")
+    client_no = next(
+        (x.value for x in result.citizen_identifiers if x.agency_id == "social-services"), None
+    )
+    if key is None or client_no is None:
+        return []
+    command = f"  casebroker lookup --client-key {key} \\"
+    lines = [
+        f"Look {result.citizen_name} up as social-services, which has an open case on them:",
+        "tax answers with income, the vehicle registry with vehicles (the citizen consented),",
+        "health denies (no agreement covers it):",
+        command,
+        f"    --person client-no:{client_no} --purpose benefit-eligibility \\",
+        "    --category income --category vehicle --category health.summary",
+    ]
+    if result.without_case is not None:
+        person = f"client-no:{result.without_case.value}"
+        lines += [
+            "",
+            "Social services has no case on this person, so every source denies:",
+            command,
+            f"    --person {person} --purpose benefit-eligibility --category income",
+            "",
+            "Break-glass for a child at risk: permitted without a case, flagged for review:",
+            command,
+            f"    --person {person} --purpose child-protection --category health.summary \\",
+            "    --break-glass --justification 'Child admitted to A&E, allergies unknown'",
+        ]
+    return lines
 
 
 def what_to_try(
@@ -100,6 +151,17 @@ def what_to_try(
             "Get an access token as the social-services case-management system:",
             f"  casebroker token --client-key {token_key}",
         ]
+    example = lookup_example(result)
+    if example:
+        lines += ["", *example]
+    lines += [
+        "",
+        "Web pages (log in with the logins below):",
+        f"  {base_url}/portal/          the citizen portal: consents, who looked at my data",
+        f"  {base_url}/audit/console/   the auditor's console: search, review queue, integrity",
+        f"  {base_url}/account          an account's own page: MFA, remembered grants",
+        f"  {base_url}/docs             the exchange API, browsable (OpenAPI)",
+    ]
     lines += ["", "Logins (DEMO-ONLY passwords):"]
     for login in result.logins:
         who = f"{login.display_name}, {login.role} at {login.agency_id}"

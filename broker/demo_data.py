@@ -30,8 +30,11 @@ from joserfc.jwk import ECKey
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
+from broker.cases.models import CaseCapacity
+from broker.cases.service import Actor, CaseInput, CaseRegistry
 from broker.models import Agency, DataCategory, Purpose, Source
 from identity.clients import register_client
+from identity.demo import seed_people_clients
 from identity.models import (
     Account,
     Client,
@@ -267,6 +270,51 @@ PURPOSES: tuple[PurposeSpec, ...] = (
 )
 
 #: Known passwords, for the demo only: seeding refuses production instances for this reason.
+#: What the demo's case-management clients may do: look up, register their cases, ask for
+#: consent.
+CLIENT_SCOPES = ("lookup", "cases", "consent")
+
+CAPACITIES: tuple[tuple[str, str, str], ...] = (
+    ("applicant", "Applicant", "Has applied for a benefit or service that is being decided."),
+    ("beneficiary", "Beneficiary", "Receives a benefit or service."),
+    ("child-in-care", "Child in care", "A child the agency is protecting or caring for."),
+    ("taxpayer", "Taxpayer", "Liable to tax in an assessment being made or reviewed."),
+    ("patient", "Patient", "Being treated by the health service."),
+    ("vehicle-keeper", "Vehicle keeper", "Keeps a registered vehicle under review."),
+)
+
+
+@dataclass(frozen=True)
+class CasePlan:
+    """Which persons an agency has a case on: every ``every``-th but those where index % every
+    equals ``skip``; so the demo has persons with and without a case at each agency."""
+
+    agency: str
+    prefix: str
+    capacities: tuple[str, ...]
+    purposes: tuple[str, ...]
+    team: str
+    every: int
+    skip: int
+
+
+CASE_PLANS: tuple[CasePlan, ...] = (
+    CasePlan(
+        "social-services",
+        "SS-CASE",
+        ("applicant", "beneficiary"),
+        ("benefit-eligibility",),
+        "benefits-north",
+        5,
+        4,
+    ),
+    CasePlan("tax", "TAX-CASE", ("taxpayer",), ("tax-assessment",), "assessment-2", 3, 2),
+    CasePlan("health", "HS-CASE", ("patient",), ("emergency-care",), "emergency", 4, 3),
+    CasePlan(
+        "vehicle-registry", "VR-CASE", ("vehicle-keeper",), ("road-safety",), "road-safety", 2, 1
+    ),
+)
+
 DEMO_LOGINS: tuple[DemoLogin, ...] = (
     DemoLogin(
         "officer", "officer-demo-2026", "officer", "Claire Martin", "social-services", "caseworker"
@@ -369,6 +417,8 @@ class SeedResult:
     without_benefits: LinkedIdentifier | None
     key_files: dict[str, Path]
     source_files: dict[str, Path]
+    #: A person social services has no case on: lookups about them are denied.
+    without_case: LinkedIdentifier | None = None
     logins: tuple[DemoLogin, ...] = DEMO_LOGINS
 
 
@@ -747,10 +797,13 @@ def _seed_client(state: _Seeding, agency: AgencySpec, path: Path) -> None:
             agency_id=agency.id,
             name=f"{agency.name} case management",
             jwks=[public],
-            scope="lookup",
+            scope=" ".join(CLIENT_SCOPES),
         )
-    elif all(k.thumbprint != public["kid"] for k in client.keys):
-        client.keys.append(ClientKey(kid=public["kid"], thumbprint=public["kid"], jwk=public))
+    else:
+        if all(k.thumbprint != public["kid"] for k in client.keys):
+            client.keys.append(ClientKey(kid=public["kid"], thumbprint=public["kid"], jwk=public))
+        granted = client.scope.split()
+        client.scope = " ".join(granted + [s for s in CLIENT_SCOPES if s not in granted])
     if on_disk.get("issuer") != state.issuer:
         _write_private_file(path, _key_document(client_id, state.issuer, key))
 
@@ -801,6 +854,77 @@ def _seed_accounts(state: _Seeding) -> None:
     state.session.flush()
 
 
+def _case_inputs(state: _Seeding, plan: CasePlan, officer: str | None) -> list[CaseInput]:
+    scheme = next(a.scheme for a in AGENCIES if a.id == plan.agency)
+    inputs = []
+    for index, person in enumerate(state.population):
+        if index % plan.every == plan.skip:
+            continue
+        assigned = (officer,) if officer and index == 0 else ()
+        inputs.append(
+            CaseInput(
+                reference=f"{plan.prefix}-{index + 1:05d}",
+                scheme=scheme,
+                value=person.identifiers[plan.agency],
+                capacity=plan.capacities[index % len(plan.capacities)],
+                purposes=plan.purposes,
+                starts_on=date(2025, 1, 1) + timedelta(days=index % 300),
+                officers=assigned,
+                teams=(plan.team,),
+            )
+        )
+    return inputs
+
+
+def _seed_cases(state: _Seeding) -> None:
+    """Capacities, and open cases on part of the persons at each agency (the demo caseworker
+    is assigned to the citizen's social-services case); registered cases are kept."""
+    session = state.session
+    for capacity_id, name, description in CAPACITIES:
+        if session.get(CaseCapacity, capacity_id) is None:
+            session.add(CaseCapacity(id=capacity_id, name=name, description=description))
+    session.flush()
+    if not state.seed_matches:
+        return
+    officer = session.scalar(
+        select(Account.officer_id).where(Account.username == DEMO_LOGINS[0].username)
+    )
+    for plan in CASE_PLANS:
+        registry = CaseRegistry(session, Actor(plan.agency, channel="demo"))
+        inputs = _case_inputs(
+            state, plan, str(officer) if plan.agency == "social-services" and officer else None
+        )
+        known = registry.registered([i.reference for i in inputs])
+        persons = {
+            (scheme, value): person_id
+            for scheme, value, person_id in session.execute(
+                select(IdentityLink.scheme, IdentityLink.value, IdentityLink.person_id).where(
+                    IdentityLink.agency_id == plan.agency
+                )
+            )
+        }
+        registry.add_checked(
+            [(i, persons[(i.scheme, i.value)]) for i in inputs if i.reference not in known]
+        )
+    session.flush()
+
+
+def _without_case(state: _Seeding) -> LinkedIdentifier | None:
+    if not state.seed_matches:
+        return None
+    plan = CASE_PLANS[0]
+    for index, person in enumerate(state.population):
+        if index % plan.every == plan.skip:
+            return LinkedIdentifier(plan.agency, "client-no", person.identifiers[plan.agency])
+    return None
+
+
+def _seed_desk_clients(state: _Seeding) -> None:
+    """An officer desk client per agency (code flow, DPoP, pairwise subjects), its key in
+    ``<instance>/clients/<agency>-desk.json``."""
+    seed_people_clients(state.session, state.instance, state.issuer)
+
+
 #: The seeding steps, in order: each depends only on the ones before it.
 SEED_STEPS: tuple[tuple[str, Callable[[_Seeding], None]], ...] = (
     ("agencies, categories and purposes", _seed_registry),
@@ -808,6 +932,8 @@ SEED_STEPS: tuple[tuple[str, Callable[[_Seeding], None]], ...] = (
     ("agency source databases", _seed_sources),
     ("agency clients and keys", _seed_clients),
     ("demo logins", _seed_accounts),
+    ("open cases", _seed_cases),
+    ("officer desk clients", _seed_desk_clients),
 )
 
 
@@ -862,6 +988,7 @@ def seed_demo(
         citizen_name=citizen_name,
         citizen_identifiers=citizen_identifiers,
         without_benefits=_without_benefits(state),
+        without_case=_without_case(state),
         key_files=state.key_files,
         source_files=state.source_files,
     )

@@ -11,6 +11,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, current_app, jsonify, render_template
 from flask.typing import ResponseReturnValue
 
+from broker.cases.schemas import CaseCloseSchema, CaseListSchema, CaseRequestSchema, CaseSchema
 from broker.exchange.schemas import LookupRequestSchema, LookupResponseSchema, ProblemSchema
 
 bp = Blueprint("openapi", __name__)
@@ -74,7 +75,99 @@ def _document(issuer: str) -> dict[str, Any]:
             }
         },
     )
+    _case_paths(spec)
     return spec.to_dict()
+
+
+def _case_paths(spec: APISpec) -> None:
+    spec.components.schema("CaseRequest", schema=CaseRequestSchema)
+    spec.components.schema("Case", schema=CaseSchema)
+    spec.components.schema("CaseList", schema=CaseListSchema)
+    spec.components.schema("CaseClose", schema=CaseCloseSchema)
+    case = {"application/json": {"schema": "Case"}}
+    security = [{"bearer": ["cases"]}]
+    reference = {"name": "reference", "in": "path", "required": True, "schema": {"type": "string"}}
+    auth_errors = {
+        "401": {"description": "Missing or invalid access token", "content": PROBLEM},
+        "403": {"description": "Token lacks the cases scope", "content": PROBLEM},
+    }
+    spec.path(
+        path="/exchange/v1/cases",
+        operations={
+            "post": {
+                "summary": "Register an open case on a person",
+                "description": (
+                    "A lookup is lawful only where your agency has an open case on the person "
+                    "for the purpose. Name the person by your own agency's identifier."
+                ),
+                "security": security,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": "CaseRequest"}},
+                },
+                "responses": {
+                    "201": {"description": "Registered", "content": case},
+                    **auth_errors,
+                    "409": {"description": "Reference already registered", "content": PROBLEM},
+                    "422": {
+                        "description": "Unknown person, capacity, purpose or officer; a "
+                        "period that has ended",
+                        "content": PROBLEM,
+                    },
+                },
+            },
+            "get": {
+                "summary": "Your agency's cases, in reference order",
+                "security": security,
+                "parameters": [
+                    {"name": "status", "in": "query", "schema": {"enum": ["open", "closed"]}},
+                    {"name": "after", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "A page of cases",
+                        "content": {"application/json": {"schema": "CaseList"}},
+                    },
+                    **auth_errors,
+                },
+            },
+        },
+    )
+    spec.path(
+        path="/exchange/v1/cases/{reference}",
+        operations={
+            "get": {
+                "summary": "One of your agency's cases",
+                "security": security,
+                "parameters": [reference],
+                "responses": {
+                    "200": {"description": "The case", "content": case},
+                    **auth_errors,
+                    "404": {"description": "No such case at your agency", "content": PROBLEM},
+                },
+            }
+        },
+    )
+    spec.path(
+        path="/exchange/v1/cases/{reference}/close",
+        operations={
+            "post": {
+                "summary": "Close a case now",
+                "security": security,
+                "parameters": [reference],
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": "CaseClose"}},
+                },
+                "responses": {
+                    "200": {"description": "The closed case", "content": case},
+                    **auth_errors,
+                    "404": {"description": "No such case at your agency", "content": PROBLEM},
+                    "409": {"description": "Already closed", "content": PROBLEM},
+                },
+            }
+        },
+    )
 
 
 def openapi_document() -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from identity.models import SUPPORTED_SIGNING_ALGS, Client, ClientKey
+from identity.provider import redirect_uri_allowed
 
+GRANT_TYPES = {"client_credentials", "authorization_code", "refresh_token"}
 #: Key types a client may authenticate with; symmetric ("oct") keys never.
 ALLOWED_KTY = {"EC", "RSA", "OKP"}
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
@@ -67,18 +70,48 @@ def register_client(
     name: str,
     jwks: list[dict[str, Any]],
     scope: str = "lookup",
-    is_fapi: bool = True,
+    is_fapi: bool = False,
+    redirect_uris: Sequence[str] = (),
+    post_logout_redirect_uris: Sequence[str] = (),
+    grant_types: Sequence[str] = ("client_credentials",),
+    subject_type: str = "public",
+    sector_identifier: str | None = None,
+    id_token_alg: str = "ES256",  # noqa: S107 (an algorithm name)
 ) -> Client:
-    """Add a client with its public keys; the caller commits."""
+    """Add a client with its public keys; the caller commits.
+
+    ``is_fapi`` clients (FAPI 2.0) must push authorization requests (PAR) and bind tokens with
+    DPoP; operators get that by default (``casebroker clients add --fapi``). Redirect URIs are
+    matched exactly; http only on loopback (RFC 8252 7.3).
+    """
     if session.get(Client, client_id) is not None:
         raise ClientRegistryError(f"client {client_id!r} already exists")
+    for uri in [*redirect_uris, *post_logout_redirect_uris]:
+        if not redirect_uri_allowed(uri):
+            raise ClientRegistryError(
+                f"redirect URI {uri!r} must be https (http only on loopback), without fragment"
+            )
+    unknown = set(grant_types) - GRANT_TYPES
+    if unknown or not grant_types:
+        raise ClientRegistryError(f"grant types must be among {sorted(GRANT_TYPES)}")
+    if "authorization_code" in grant_types and not redirect_uris:
+        raise ClientRegistryError("the authorization_code grant needs at least one redirect URI")
+    if subject_type not in ("public", "pairwise"):
+        raise ClientRegistryError("subject type must be public or pairwise")
+    if id_token_alg not in SUPPORTED_SIGNING_ALGS:
+        raise ClientRegistryError("ID token algorithm must be ES256, PS256 or EdDSA")
     client = Client(
         id=client_id,
         agency_id=agency_id,
         name=name,
         scope=scope,
         is_fapi=is_fapi,
-        grant_types=["client_credentials"],
+        grant_types=list(grant_types),
+        redirect_uris=list(redirect_uris),
+        post_logout_redirect_uris=list(post_logout_redirect_uris),
+        subject_type=subject_type,
+        sector_identifier=sector_identifier,
+        id_token_signed_response_alg=id_token_alg,
     )
     for jwk in jwks:
         thumbprint = KeySet.import_key_set({"keys": [jwk]}).keys[0].thumbprint()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -95,9 +97,15 @@ class LoadedKey:
 
 
 def load_private(kek: bytes, row: SigningKey) -> LoadedKey:
-    der = unseal(kek, row.kid, row.private_key_encrypted)
-    key = _import_joserfc(row.alg, der)
-    return LoadedKey(row.kid, row.alg, key)
+    return _load_private(kek, row.kid, row.alg, bytes(row.private_key_encrypted))
+
+
+@lru_cache(maxsize=16)
+def _load_private(kek: bytes, kid: str, alg: str, sealed: bytes) -> LoadedKey:
+    """Decrypting and parsing a key costs more than signing with it; a kid's key never changes,
+    so each process does it once per key (the cache key includes the ciphertext and KEK)."""
+    der = unseal(kek, kid, sealed)
+    return LoadedKey(kid, alg, _import_joserfc(alg, der))
 
 
 def active_key(session: Session, kek: bytes, alg: str = "ES256") -> LoadedKey:
@@ -129,3 +137,65 @@ def published_jwks(session: Session) -> dict[str, list[dict[str, Any]]]:
         .order_by(SigningKey.created_at)
     )
     return {"keys": [row.public_jwk for row in rows]}
+
+
+#: How long a new key is published before it signs: longer than the JWKS Cache-Control.
+PUBLISH_BEFORE_SIGN = timedelta(seconds=120)
+
+
+@dataclass(frozen=True)
+class RotationStep:
+    """What one ``casebroker keys rotate`` did, for the operator and the audit log."""
+
+    action: str
+    kid: str
+    previous_kid: str | None = None
+    wait_seconds: int = 0
+    retired: tuple[str, ...] = ()
+
+
+def retire_expired(session: Session, now: datetime | None = None) -> list[str]:
+    """Keys whose every token has expired leave the JWKS."""
+    now = now or utcnow()
+    retired = []
+    for row in session.scalars(select(SigningKey).where(SigningKey.status == "retiring")):
+        until = row.retire_after
+        if until is not None and (until if until.tzinfo else until.replace(tzinfo=UTC)) <= now:
+            row.status = "retired"
+            retired.append(row.kid)
+    return retired
+
+
+def rotate(session: Session, kek: bytes, alg: str, token_lifetime: int) -> RotationStep:
+    """Publish-before-sign rotation, run twice: the first run publishes a ``next`` key; a run
+    after ``PUBLISH_BEFORE_SIGN`` makes it sign and keeps the old key published (``retiring``)
+    until every token it signed has expired (``token_lifetime`` seconds). Caller commits."""
+    now = utcnow()
+    retired = tuple(retire_expired(session, now))
+    nxt = session.scalar(
+        select(SigningKey).where(SigningKey.alg == alg, SigningKey.status == "next")
+    )
+    if nxt is None:
+        row = create_signing_key(session, kek, alg, status="next")
+        return RotationStep(
+            "published",
+            row.kid,
+            wait_seconds=int(PUBLISH_BEFORE_SIGN.total_seconds()),
+            retired=retired,
+        )
+    created = nxt.created_at if nxt.created_at.tzinfo else nxt.created_at.replace(tzinfo=UTC)
+    remaining = (created + PUBLISH_BEFORE_SIGN - now).total_seconds()
+    if remaining > 0:
+        return RotationStep("waiting", nxt.kid, wait_seconds=int(remaining) + 1, retired=retired)
+    current = session.scalar(
+        select(SigningKey).where(SigningKey.alg == alg, SigningKey.status == "active")
+    )
+    previous = None
+    if current is not None:
+        current.status = "retiring"
+        current.retire_after = now + timedelta(seconds=token_lifetime)
+        previous = current.kid
+        session.flush()
+    nxt.status = "active"
+    nxt.activated_at = now
+    return RotationStep("activated", nxt.kid, previous_kid=previous, retired=retired)

@@ -7,6 +7,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Date,
@@ -116,6 +117,11 @@ class Account(Base):
     )
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: TOTP shared secret (RFC 6238), sealed with the KEK like signing keys; set once enrolled.
+    totp_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    totp_enabled_at: Mapped[datetime | None] = mapped_column()
+    #: Last accepted TOTP time step: a code is accepted once (RFC 6238 section 5.2).
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Client(Base):
@@ -136,6 +142,15 @@ class Client(Base):
     is_fapi: Mapped[bool] = mapped_column(Boolean, default=True)
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Exact-match redirect URIs (OIDC Core 3.1.2.1); https, or http on loopback only.
+    redirect_uris: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    post_logout_redirect_uris: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    id_token_signed_response_alg: Mapped[str] = mapped_column(String(16), default="ES256")
+    subject_type: Mapped[str] = mapped_column(String(16), default="public")
+    #: ``public`` or ``pairwise`` (checked by the registry: adding a CHECK here would make
+    #: SQLite rebuild the table, and a rebuild cascades deletes to client keys).
+    #: Pairwise subjects are computed per sector (OIDC Core 8.1); clients sharing it share subs.
+    sector_identifier: Mapped[str | None] = mapped_column(String(255))
 
     keys: Mapped[list[ClientKey]] = relationship(
         back_populates="client", cascade="all, delete-orphan", lazy="selectin"

@@ -17,7 +17,7 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import ClientMixin, InvalidClientError, InvalidScopeError, grants
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -26,10 +26,17 @@ from sqlalchemy.exc import IntegrityError
 
 from broker.db import get_db, get_session
 from broker.models import Agency
+from identity.grants import (
+    AuthorizationCodeGrant,
+    RefreshTokenGrant,
+    check_dpop,
+    client_is_fapi,
+)
 from identity.keys import active_key
 from identity.models import SUPPORTED_SIGNING_ALGS, Client, ReplayGuard
 
 TOKEN_PATH = "/token"  # noqa: S105 (a path, not a secret)
+PAR_PATH = "/par"
 #: The audience of access tokens: the exchange API is the one resource server.
 RESOURCE_PATH = "/exchange/v1"
 
@@ -79,6 +86,8 @@ class OAuthClient(ClientMixin):
 
 def query_client(client_id: str) -> OAuthClient | None:
     """Active clients of active agencies only; a disabled one is as good as unknown."""
+    if not isinstance(client_id, str) or len(client_id) > 128 or not client_id.isprintable():
+        return None
     session = get_session()
     row = session.get(Client, client_id)
     if row is None or row.status != "active":
@@ -103,7 +112,8 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         super().__init__(validate_jti=True, leeway=0)
 
     def get_audiences(self) -> list[str]:
-        return [issuer(), issuer() + TOKEN_PATH]
+        """FAPI 2.0 5.3.2.1: the issuer; the endpoint URLs are accepted too (RFC 7523 3)."""
+        return [issuer(), issuer() + TOKEN_PATH, issuer() + PAR_PATH]
 
     def extract_assertion(self, assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
         headers, claims = super().extract_assertion(assertion)
@@ -146,6 +156,11 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             raise InvalidClientError(description="The client assertion is not yet valid.")
         self.leeway = skew
         super().verify_claims(claims)
+        sub = claims.get("sub")
+        row = get_session().get(Client, sub) if isinstance(sub, str) and sub.isprintable() else None
+        if row is not None and row.is_fapi and claims.get("aud") not in (issuer(), [issuer()]):
+            # FAPI 2.0 Security Profile 5.3.2.1: the audience is the issuer, nothing else.
+            raise InvalidClientError(description="The client assertion aud must be the issuer.")
 
     def validate_jti(self, claims: dict[str, Any], jti: Any) -> bool:
         """Burn the ``jti`` in its own committed transaction, so a replay fails even when
@@ -175,6 +190,12 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["private_key_jwt"]
+
+    def validate_token_request(self) -> None:
+        """RFC 9449: a DPoP proof binds the token; FAPI clients must send one."""
+        super().validate_token_request()
+        client_id = self.request.client.client_id
+        check_dpop(client_id, client_is_fapi(client_id))
 
     def validate_requested_scope(self) -> None:
         """A scope the client was not registered for is an error, not silently dropped
@@ -208,12 +229,24 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
     def get_extra_claims(
         self, client: OAuthClient, grant_type: str, user: Any, scope: str
     ) -> dict[str, Any]:
-        return {"agency": client.agency_id}
+        claims: dict[str, Any] = {"agency": client.agency_id}
+        jkt = g.get("dpop_jkt")
+        if jkt:
+            claims["cnf"] = {"jkt": jkt}
+        return claims
+
+    def generate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        token = super().generate(*args, **kwargs)
+        if g.get("dpop_jkt"):
+            token["token_type"] = "DPoP"  # noqa: S105 (RFC 9449 5: the token type)
+        return token
 
 
 def create_server(app: Flask) -> AuthorizationServer:
     server = AuthorizationServer(app, query_client=query_client, save_token=save_token)
     server.register_client_auth_method(PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT())
     server.register_grant(ClientCredentialsGrant)
+    server.register_grant(AuthorizationCodeGrant)
+    server.register_grant(RefreshTokenGrant)
     server.register_token_generator("default", AccessTokenGenerator())
     return server

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -20,7 +21,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from identity.keys import PUBLISHED_STATES
-from identity.models import SigningKey
+from identity.models import ReplayGuard, SigningKey
+from identity.oidc_models import TokenFamily
 
 ACCESS_TOKEN_ALGS = ["ES256"]
 MAX_TOKEN_LENGTH = 8192
@@ -49,6 +51,11 @@ class AccessToken:
     officer_roles: tuple[str, ...]
     jti: str
     expires_at: int
+    #: RFC 9449 confirmation (``{"jkt": ...}``) when the token is DPoP-bound.
+    cnf: dict[str, Any] | None = None
+    #: The token family (authorization code lineage) of a user's token, for revocation.
+    grant_id: str | None = None
+    claims: dict[str, Any] = field(default_factory=dict)
 
 
 @lru_cache(maxsize=64)
@@ -67,7 +74,12 @@ def _published_key(session: Session, kid: str) -> ECKey | RSAKey | OKPKey:
 
 
 def verify_access_token(
-    session: Session, token: str, issuer: str, audience: str, required_scope: str, leeway: int = 30
+    session: Session,
+    token: str,
+    issuer: str,
+    audience: str,
+    required_scope: str | None,
+    leeway: int = 30,
 ) -> AccessToken:
     """Check a bearer token and return what the exchange needs to know about the caller."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
@@ -96,15 +108,38 @@ def verify_access_token(
         raise InvalidToken(f"The access token is not valid: {exc}.") from None
     if claims["exp"] < time.time() - leeway:
         raise InvalidToken("The access token has expired.")
+    _check_not_revoked(session, claims)
     scopes = frozenset(str(claims.get("scope", "")).split())
-    if required_scope not in scopes:
+    if required_scope is not None and required_scope not in scopes:
         raise InsufficientScope(f"The token lacks the {required_scope!r} scope.")
+    cnf = claims.get("cnf")
+    roles = claims.get("roles", ())
     return AccessToken(
         client_id=claims["client_id"],
         agency=claims["agency"],
         scopes=scopes,
         officer=claims.get("officer"),
-        officer_roles=tuple(claims.get("officer_roles", ())),
+        officer_roles=tuple(str(r) for r in roles) if isinstance(roles, list) else (),
         jti=str(claims.get("jti", "")),
         expires_at=int(claims["exp"]),
+        cnf=cnf if isinstance(cnf, dict) else None,
+        grant_id=claims.get("gid"),
+        claims=claims,
     )
+
+
+def _check_not_revoked(session: Session, claims: dict[str, Any]) -> None:
+    """RFC 7009: a user's token dies with its family (code reuse, refresh reuse, revocation,
+    withdrawn consent); a machine token is revoked by its ``jti``."""
+    gid = claims.get("gid")
+    if gid is not None:
+        try:
+            family = session.get(TokenFamily, uuid.UUID(str(gid)))
+        except ValueError:
+            raise InvalidToken("The access token is not valid.") from None
+        if family is None or family.revoked_at is not None:
+            raise InvalidToken("The access token has been revoked.")
+        return
+    jti = claims.get("jti")
+    if isinstance(jti, str) and session.get(ReplayGuard, ("revoked_at", jti)) is not None:
+        raise InvalidToken("The access token has been revoked.")

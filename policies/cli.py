@@ -68,6 +68,14 @@ def validate(directory: Path | None) -> None:
 @click.option("--consent/--no-consent", default=False, help="An active consent covers it.")
 @click.option("--justification/--no-justification", default=False, help="A justification given.")
 @click.option("--break-glass", is_flag=True, help="Effective break-glass (implies justification).")
+@click.option(
+    "--open-case/--no-open-case",
+    default=True,
+    show_default=True,
+    help="The requester has an open case on the person for the purpose.",
+)
+@click.option("--capacity", "capacities", multiple=True, help="A capacity of the open case.")
+@click.option("--officer-assigned", is_flag=True, help="The officer is assigned to the case.")
 @click.option("--officer-role", "officer_roles", multiple=True, help="An officer's role.")
 @click.option("--client", "client_id", default=None, help="Requesting client id.")
 @click.option("--now", "now_text", default=None, help="Decision time, ISO 8601 (default: now).")
@@ -82,6 +90,9 @@ def explain(
     consent: bool,
     justification: bool,
     break_glass: bool,
+    open_case: bool,
+    capacities: tuple[str, ...],
+    officer_assigned: bool,
     officer_roles: tuple[str, ...],
     client_id: str | None,
     now_text: str | None,
@@ -111,6 +122,9 @@ def explain(
         justification=justification or break_glass,
         break_glass=break_glass,
         now=now if now.tzinfo else now.replace(tzinfo=UTC),
+        open_case=open_case,
+        case_capacities=capacities,
+        officer_assigned=officer_assigned,
     )
     decision = engine.decide(request)
     if as_json:

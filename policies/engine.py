@@ -57,6 +57,12 @@ class DecisionRequest:
     justification: bool
     break_glass: bool
     now: datetime
+    #: The requester has an open case on the person for this purpose (a live reason to ask).
+    open_case: bool = False
+    #: The capacities in which those cases deal with the person ("applicant", ...).
+    case_capacities: tuple[str, ...] = ()
+    #: The requesting officer is assigned to one of those cases.
+    officer_assigned: bool = False
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ DEMO_SENSITIVITY: Mapping[str, str] = {
 
 _REQUIRED = ("requester", "provider", "category", "purpose", "expect")
 _STRINGS = ("name", "requester", "provider", "category", "sensitivity", "purpose", "client")
-_BOOLS = ("consent", "justification", "break_glass")
+_BOOLS = ("consent", "justification", "break_glass", "open_case", "officer_assigned")
 _EXPECTATIONS = ("expect", "fields", "policy", "legal_basis", "reason")
-_KEYS = frozenset((*_STRINGS, *_BOOLS, *_EXPECTATIONS, "officer_roles", "now"))
+_KEYS = frozenset((*_STRINGS, *_BOOLS, *_EXPECTATIONS, "officer_roles", "case_capacities", "now"))
 
 
 class TableError(ValueError):
@@ -81,7 +81,7 @@ def _case(row: Mapping[str, Any], index: int, default_now: datetime) -> Case:
             raise TableError(f"{where}: {key} must be true or false")
     if row["expect"] not in {"permit", "deny"}:
         raise TableError(f"{where}: expect must be 'permit' or 'deny'")
-    for key in ("fields", "officer_roles"):
+    for key in ("fields", "officer_roles", "case_capacities"):
         values = row.get(key, [])
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             raise TableError(f"{where}: {key} must be a list of strings")
@@ -103,6 +103,9 @@ def _case(row: Mapping[str, Any], index: int, default_now: datetime) -> Case:
         justification=row.get("justification", False),
         break_glass=row.get("break_glass", False),
         now=now,
+        open_case=row.get("open_case", True),
+        case_capacities=tuple(row.get("case_capacities", [])),
+        officer_assigned=row.get("officer_assigned", False),
     )
     name = row.get("name") or (
         f"{row['requester']}-{row['provider']}-{row['category']}-{row['purpose']}-{index + 1}"

@@ -207,9 +207,10 @@ def test_seeding_twice_adds_nothing_and_keeps_files(seeded, tmp_path):
     assert first.persons_created and not again.persons_created
     assert again.seed_matches
     assert _row_counts(app) == counts
-    assert counts["person"] == PERSONS and counts["client_key"] == 4 and counts["account"] == 3
+    # A case-management client and an officer desk client per agency, one key each.
+    assert counts["person"] == PERSONS and counts["client_key"] == 8 and counts["account"] == 3
     assert {path: path.read_bytes() for path in files} == before
-    assert len(files) == 8
+    assert len(files) == 12
     assert again.citizen_identifiers == first.citizen_identifiers
 
 
@@ -282,7 +283,7 @@ def test_client_key_files_hold_the_private_half_of_the_registered_key(seeded, tm
     with _session(app) as session:
         agencies = {a.id: a.name for a in session.scalars(select(Agency))}
         clients = {c.id: c for c in session.scalars(select(Client))}
-    assert set(clients) == {f"{agency}-cms" for agency in agencies}
+    assert set(clients) == {f"{agency}-{kind}" for agency in agencies for kind in ("cms", "desk")}
     for agency, name in agencies.items():
         path = tmp_path / "inst" / "clients" / f"{agency}.json"
         assert result.key_files[agency] == path
@@ -296,7 +297,7 @@ def test_client_key_files_hold_the_private_half_of_the_registered_key(seeded, tm
 
         client = clients[f"{agency}-cms"]
         assert (client.agency_id, client.name) == (agency, f"{name} case management")
-        assert client.scope == "lookup" and len(client.keys) == 1
+        assert client.scope == "lookup cases consent" and len(client.keys) == 1
         registered = client.keys[0]
         assert "d" not in registered.jwk
         assert registered.kid == registered.thumbprint == private.thumbprint()

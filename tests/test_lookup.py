@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -43,7 +44,9 @@ def events_of(app, correlation_id):
         ).all()
 
 
-def grant_consent(app, person_id, grantee, purpose, categories, provider=None, status="active"):
+def grant_consent(
+    app, person_id, grantee, purpose, categories, provider=None, status="active", fields=None
+):
     now = datetime.now(UTC)
     with app.extensions["casebroker.db"].session() as session:
         consent = Consent(
@@ -52,6 +55,7 @@ def grant_consent(app, person_id, grantee, purpose, categories, provider=None, s
             purpose_id=purpose,
             provider_agency_id=provider,
             categories=categories,
+            fields=fields,
             valid_from=now - timedelta(days=1),
             valid_until=now + timedelta(days=30),
             status=status,
@@ -116,6 +120,40 @@ def test_consent_permits_and_revocation_stops_the_very_next_lookup(world, make_a
         ("vehicle-registry", "vehicle")
     ]
     assert after["status"] == "denied"
+
+
+def test_a_consent_naming_fields_narrows_what_leaves(world):
+    for index in range(20):
+        ref = world.identifier("social-services", index)
+        pid = person_id_of(world, "social-services", ref)
+        grant_consent(
+            world.app,
+            pid,
+            "social-services",
+            "benefit-eligibility",
+            ["vehicle"],
+            fields={"vehicle": ["make", "first_registered"]},
+        )
+        vehicle = by_provider(benefit_lookup(world, ["vehicle"], index).json)[
+            ("vehicle-registry", "vehicle")
+        ]
+        if vehicle["status"] == "ok":
+            break
+    else:
+        pytest.fail("the demo gives some persons a vehicle")
+    # The agreement allows registration_number, make, model; the consent only make (its
+    # first_registered is not in the agreement, so it stays out too).
+    assert vehicle["fields"] == ["make"]
+    assert all(set(record) == {"make"} for record in vehicle["records"])
+    with world.app.extensions["casebroker.db"].sessionmaker() as session:
+        record = json.loads(
+            session.scalars(
+                select(AuditEvent.record)
+                .where(AuditEvent.kind == "lookup.decision")
+                .order_by(AuditEvent.seq.desc())
+            ).first()
+        )
+    assert record["fields"] == ["make"]
 
 
 def test_consent_for_another_purpose_or_provider_does_not_count(world):

@@ -209,11 +209,15 @@ def test_metadata_advertises_only_what_is_implemented(client):
         assert meta["issuer"] == ISSUER
         assert meta["token_endpoint"] == ISSUER + "/token"
         assert meta["jwks_uri"] == ISSUER + "/jwks.json"
-        assert meta["grant_types_supported"] == ["client_credentials"]
+        assert meta["grant_types_supported"] == [
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+        ]
         assert meta["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
         algs = meta["token_endpoint_auth_signing_alg_values_supported"]
         assert "none" not in algs and not any(a.startswith("HS") for a in algs)
-        assert "authorization_endpoint" not in meta
+        assert "implicit" not in meta["grant_types_supported"]
 
 
 def test_jwks_publishes_public_keys_only(client):
@@ -272,6 +276,7 @@ def test_clients_commands(app, tmp_path):
             "Health CMS",
             "--jwks",
             str(jwks_file),
+            "--no-fapi",
         ]
     )
     assert result.exit_code == 0, result.output

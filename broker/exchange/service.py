@@ -19,8 +19,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 import audit
+import consent
+from broker.cases.service import CaseFacts, case_facts
 from broker.exchange.sources import SourceCaller, SourceSpec
-from broker.models import Agency, DataCategory, Purpose, Source
+from broker.models import Agency, DataCategory, Purpose, Source, SourceCategory
 from consent.models import Consent
 from identity.models import IdentityLink
 from policies import Decision, DecisionRequest, PolicyEngine, PurposeCapError, check_purpose_request
@@ -67,6 +69,8 @@ class Target:
     category: DataCategory
     identifier: str | None
     decision: Decision | None = None
+    #: The fields that may leave: the obligation's, narrowed by the consent it relied on.
+    fields: tuple[str, ...] = ()
     appended: audit.Appended | None = None
 
 
@@ -100,8 +104,11 @@ class LookupService:
         person_id = self._resolve_person(caller, request)
         targets = self._find_targets(caller, person_id, categories)
         consents = self._consents(caller, person_id, purpose)
-        self._decide(caller, request, targets, consents, break_glass)
-        self._record(caller, request, person_id, targets, break_glass)
+        cases = case_facts(
+            self.session, caller.agency, person_id, purpose.id, caller.officer, self.now
+        )
+        self._decide(caller, request, targets, consents, cases, break_glass)
+        self._record(caller, request, person_id, targets, cases, break_glass)
         return self._fetch_and_shape(request, targets, break_glass)
 
     def _check_purpose(self, caller: Caller, request: LookupRequest) -> tuple[Purpose, bool]:
@@ -150,16 +157,34 @@ class LookupService:
     def _find_targets(
         self, caller: Caller, person_id: uuid.UUID, categories: Sequence[DataCategory]
     ) -> list[Target]:
+        """The other agencies' active sources providing a wanted category, and the person's
+        identifier at each; one query for the sources, one for the identifiers.
+
+        A source's spec lists every category it provides, not only the wanted ones, so its
+        adapter (kept per process, keyed by the spec) is the same whatever a lookup asks for.
+        """
         wanted = {c.id: c for c in categories}
-        sources = self.session.scalars(
-            select(Source)
+        providing = select(SourceCategory.source_id).where(SourceCategory.category_id.in_(wanted))
+        rows = self.session.execute(
+            select(
+                Source.id,
+                Source.agency_id,
+                Source.adapter,
+                Source.config,
+                Source.timeout_ms,
+                DataCategory.id,
+                DataCategory.fields,
+            )
             .join(Agency, Agency.id == Source.agency_id)
+            .join(SourceCategory, SourceCategory.source_id == Source.id)
+            .join(DataCategory, DataCategory.id == SourceCategory.category_id)
             .where(
                 Source.status == "active",
                 Agency.status == "active",
                 Source.agency_id != caller.agency,
+                Source.id.in_(providing),
             )
-            .order_by(Source.agency_id, Source.id)
+            .order_by(Source.agency_id, Source.id, DataCategory.id)
         ).all()
         links = self.session.execute(
             select(IdentityLink.agency_id, IdentityLink.scheme, IdentityLink.value).where(
@@ -169,41 +194,50 @@ class LookupService:
         by_agency: dict[str, dict[str, str]] = {}
         for agency_id, scheme, value in links:
             by_agency.setdefault(agency_id, {})[scheme] = value
+        sources: dict[str, tuple[tuple[Any, ...], dict[str, tuple[str, ...]]]] = {}
+        for source_id, agency_id, adapter, config, timeout_ms, category_id, fields in rows:
+            row = (source_id, agency_id, adapter, config, timeout_ms)
+            sources.setdefault(source_id, (row, {}))[1][category_id] = tuple(fields)
         targets = []
-        for source in sources:
-            provided = {c.id: tuple(c.fields) for c in source.categories}
-            spec = SourceSpec(
-                source.id, source.adapter, dict(source.config), provided, source.timeout_ms / 1000
-            )
-            schemes = by_agency.get(source.agency_id, {})
-            scheme = source.config.get("identifier_scheme")
+        for (source_id, agency_id, adapter, config, timeout_ms), provided in sources.values():
+            spec = SourceSpec(source_id, adapter, dict(config), provided, timeout_ms / 1000)
+            schemes = by_agency.get(agency_id, {})
+            scheme = config.get("identifier_scheme")
             identifier = schemes.get(scheme) if scheme else next(iter(schemes.values()), None)
             for category_id in provided:
                 if category_id in wanted:
-                    targets.append(Target(spec, source.agency_id, wanted[category_id], identifier))
+                    targets.append(Target(spec, agency_id, wanted[category_id], identifier))
         return targets
 
     def _consents(self, caller: Caller, person_id: uuid.UUID, purpose: Purpose) -> list[Consent]:
         """Read at decision time from the consent table: a revocation committed before this
-        statement is seen by it, on every node."""
-        return list(
-            self.session.scalars(
-                select(Consent).where(
-                    Consent.person_id == person_id,
-                    Consent.grantee_agency_id == caller.agency,
-                    Consent.purpose_id == purpose.id,
-                    Consent.status == "active",
-                    Consent.valid_from <= self.now,
-                    Consent.valid_until > self.now,
-                )
-            )
-        )
+        statement is seen by it, on every node; a consent past its window no longer counts."""
+        return consent.in_force(self.session, person_id, caller.agency, purpose.id, self.now)
 
     @staticmethod
-    def _covers(consents: Sequence[Consent], provider: str, category: str) -> bool:
-        return any(
-            category in c.categories and c.provider_agency_id in (None, provider) for c in consents
-        )
+    def _covering(consents: Sequence[Consent], provider: str, category: str) -> list[Consent]:
+        return [
+            c
+            for c in consents
+            if category in c.categories and c.provider_agency_id in (None, provider)
+        ]
+
+    @staticmethod
+    def _effective_fields(
+        decision: Decision, category: DataCategory, covering: Sequence[Consent]
+    ) -> tuple[str, ...]:
+        """The obligation's fields that the category has; where the permit rests on consent,
+        only those some covering consent allows (a consent naming no fields allows all)."""
+        allowed = _permitted_fields(decision, category)
+        if "consent" not in (decision.legal_basis or "").split(",") or not covering:
+            return allowed
+        granted: set[str] = set()
+        for c in covering:
+            named = (c.fields or {}).get(category.id)
+            if not named:
+                return allowed
+            granted.update(named)
+        return tuple(f for f in allowed if f in granted)
 
     def _decide(
         self,
@@ -211,6 +245,7 @@ class LookupService:
         request: LookupRequest,
         targets: list[Target],
         consents: Sequence[Consent],
+        cases: CaseFacts,
         break_glass: bool,
     ) -> None:
         requests = [
@@ -222,15 +257,21 @@ class LookupService:
                 category=t.category.id,
                 sensitivity=t.category.sensitivity,
                 purpose=request.purpose,
-                consent=self._covers(consents, t.provider, t.category.id),
+                consent=bool(self._covering(consents, t.provider, t.category.id)),
                 justification=bool(request.justification and request.justification.strip()),
                 break_glass=break_glass,
                 now=self.now,
+                open_case=cases.open_case,
+                case_capacities=cases.capacities,
+                officer_assigned=cases.officer_assigned,
             )
             for t in targets
         ]
         for target, decision in zip(targets, self.engine.decide_many(requests), strict=True):
             target.decision = decision
+            if decision.permit:
+                covering = self._covering(consents, target.provider, target.category.id)
+                target.fields = self._effective_fields(decision, target.category, covering)
 
     def _record(
         self,
@@ -238,8 +279,10 @@ class LookupService:
         request: LookupRequest,
         person_id: uuid.UUID,
         targets: list[Target],
+        cases: CaseFacts,
         break_glass: bool,
     ) -> None:
+        """One event per decision; a permit without an open case is flagged for review."""
         records = []
         for t in targets:
             d = t.decision
@@ -260,10 +303,14 @@ class LookupService:
                     decision="permit" if d.permit else "deny",
                     policies=list(d.policy_ids),
                     legal_basis=d.legal_basis,
-                    fields=list(d.obligations.fields) if d.obligations else None,
+                    fields=list(t.fields) if d.permit else None,
                     reason=None if d.permit else d.reason,
                     break_glass=break_glass or None,
                     justification=request.justification,
+                    cases=list(cases.references) or None,
+                    capacities=list(cases.capacities) or None,
+                    without_case=None if cases.open_case else True,
+                    review=True if d.permit and (break_glass or not cases.open_case) else None,
                 )
             )
         try:
@@ -332,7 +379,7 @@ class LookupService:
                 elif not outcome.records:
                     entry.update(status="not_found")
                 else:
-                    allowed = _permitted_fields(d, t.category)
+                    allowed = t.fields
                     entry.update(
                         status="ok",
                         fields=list(allowed),

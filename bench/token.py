@@ -1,0 +1,357 @@
+"""Token endpoint and password login throughput under gunicorn, against a bare Flask endpoint.
+
+    python bench/token.py [--db sqlite|postgresql|both] [--duration 10] [--concurrency 32]
+
+For each database a fresh broker is migrated and seeded in a temporary folder (and, for
+PostgreSQL, a temporary database on the server named by ``--pg-url``, dropped at the end):
+one FAPI agency client and a citizen account. Then, under identical gunicorn settings and the
+same load generator as ``bench/lookup.py``:
+
+- ``client_credentials`` grants with private_key_jwt and a DPoP proof: each request carries its
+  own client assertion and proof (both single use, burned in the replay guard), so they are
+  signed before the run, enough for its length;
+- password logins (argon2id verify, throttle check, a new database session, an audit event):
+  each request posts the CSRF token of a session fetched before the run;
+- the bare Flask JSON endpoint (``bench/_bare.py``) taking the token requests' bytes.
+
+It prints each rate, latency and CPU per request, and the ratios to the bare endpoint. This is
+a measurement: it exits 0 whether the figures are good or bad (non-zero only when a run could
+not be set up).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This script shares its name with the standard library's ``token`` module (which ``inspect``
+# and ``dataclasses`` import), and other files of this folder share names with packages: take
+# the folder off the path and load ``_common`` by its file name.
+_HERE = Path(__file__).resolve().parent
+if sys.path and sys.path[0] in (str(_HERE), ""):
+    sys.path.pop(0)
+import importlib.util
+
+_spec = importlib.util.spec_from_file_location("_common", _HERE / "_common.py")
+assert _spec is not None and _spec.loader is not None
+_common_module = importlib.util.module_from_spec(_spec)
+sys.modules["_common"] = _common_module
+_spec.loader.exec_module(_common_module)
+
+import argparse
+import contextlib
+import functools
+import http.client
+import os
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from _common import (
+    BENCH_DIR,
+    LOOPBACK,
+    RESULT_COLUMNS,
+    Expect,
+    Gunicorn,
+    LoadResult,
+    ServerSettings,
+    clean_environment,
+    free_port,
+    http_request,
+    machine_summary,
+    print_errors,
+    result_row,
+    run_load,
+    temporary_folder,
+)
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+CLIENT_ID = "bench-cms"
+USERNAME = "bench-citizen"
+PASSWORD = "bench-password-" + "x" * 8
+TOKEN_OK = Expect(200, b'"DPoP"')
+LOGIN_OK = Expect(303)
+BARE_OK = Expect(200, b'"status":"ok"')
+
+console = Console(width=max(120, Console().width), highlight=False)
+
+
+@dataclass
+class Instance:
+    db: str
+    folder: Path
+    port: int
+    env: dict[str, str]
+    client_key: dict
+
+    @property
+    def issuer(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+
+@contextlib.contextmanager
+def postgres_database(admin_url: str) -> Iterator[str]:
+    base = make_url(admin_url)
+    name = f"casebroker_bench_token_{os.getpid()}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield base.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def seed_instance(db: str, folder: Path, database_url: str | None) -> Instance:
+    """Migrate, then add an agency, a FAPI client with an EC key and a citizen account."""
+    from joserfc.jwk import ECKey
+
+    from broker.app import create_app
+    from broker.db import get_db
+    from broker.migrate import upgrade
+    from broker.models import Agency
+    from identity.accounts import hash_password
+    from identity.clients import register_client
+    from identity.models import Account, Person
+
+    port = free_port()
+    env = {
+        "CASEBROKER_INSTANCE_PATH": str(folder),
+        "CASEBROKER_ISSUER": f"http://{LOOPBACK}:{port}",
+        "CASEBROKER_LOG_LEVEL": "WARNING",
+    }
+    if database_url:
+        env["CASEBROKER_DATABASE_URL"] = database_url
+    app = create_app(environ=env)
+    key = ECKey.generate_key("P-256", {"alg": "ES256", "use": "sig"})
+    key.ensure_kid()
+    with app.app_context():
+        upgrade(get_db().engine)
+        with get_db().session() as session:
+            session.add(Agency(id="bench", name="Bench", sector="test"))
+            person = Person(id=uuid.uuid4(), given_name="Bench", family_name="Citizen")
+            session.add(person)
+            session.flush()
+            register_client(
+                session, CLIENT_ID, "bench", "Bench CMS", [key.as_dict(private=False)], is_fapi=True
+            )
+            session.add(
+                Account(
+                    username=USERNAME,
+                    password_hash=hash_password(PASSWORD),
+                    kind="citizen",
+                    person_id=person.id,
+                )
+            )
+    get_db(app).engine.dispose()
+    return Instance(db, folder, port, env, key.as_dict(private=True))
+
+
+def token_requests(instance: Instance, count: int, path: str = "/token") -> list[bytes]:
+    """``count`` distinct grant requests: a fresh assertion and DPoP proof (one DPoP key per
+    simulated client) in each, signed now and valid for the next minute."""
+    from joserfc import jwt
+    from joserfc.jwk import ECKey
+
+    client_key = ECKey.import_key(instance.client_key)
+    dpop_keys = [ECKey.generate_key("P-256") for _ in range(32)]
+    now = int(time.time())
+    requests = []
+    for index in range(count):
+        claims = {
+            "iss": CLIENT_ID,
+            "sub": CLIENT_ID,
+            "aud": instance.issuer,
+            "iat": now,
+            "exp": now + 120,
+            "jti": secrets.token_urlsafe(16),
+        }
+        signed = jwt.encode({"alg": "ES256", "kid": client_key.kid}, claims, client_key)
+        dpop_key = dpop_keys[index % len(dpop_keys)]
+        proof = jwt.encode(
+            {"typ": "dpop+jwt", "alg": "ES256", "jwk": dpop_key.as_dict(private=False)},
+            {
+                "jti": secrets.token_urlsafe(16),
+                "htm": "POST",
+                "htu": instance.issuer + "/token",
+                "iat": now,
+            },
+            dpop_key,
+        )
+        body = urlencode(
+            {
+                "grant_type": "client_credentials",
+                "scope": "lookup",
+                "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": signed,
+            }
+        ).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "DPoP": proof}
+        requests.append(http_request("POST", path, body, headers))
+    return requests
+
+
+def login_requests(port: int, count: int) -> list[bytes]:
+    """``count`` login posts, each with the cookie and CSRF token of its own fresh session."""
+    requests = []
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=30)
+    for _ in range(count):
+        conn.request("GET", "/login")
+        response = conn.getresponse()
+        html = response.read().decode()
+        cookie = response.getheader("Set-Cookie", "").split(";", 1)[0]
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', html)
+        if not cookie or csrf is None:
+            raise RuntimeError("the login page gave no session or CSRF token")
+        body = urlencode(
+            {"csrf_token": csrf.group(1), "username": USERNAME, "password": PASSWORD}
+        ).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}
+        requests.append(http_request("POST", "/login", body, headers))
+    conn.close()
+    return requests
+
+
+@dataclass
+class Comparison:
+    db: str
+    bare: LoadResult
+    token: LoadResult
+    login: LoadResult
+
+
+def measure(instance: Instance, settings: ServerSettings, args: argparse.Namespace) -> Comparison:
+    env = clean_environment(instance.env)
+    logs = instance.folder / "logs"
+    logs.mkdir(exist_ok=True)
+    load = functools.partial(
+        run_load,
+        concurrency=args.concurrency,
+        duration=args.duration,
+        warmup=args.warmup,
+        processes=args.load_processes,
+    )
+    window = args.duration + args.warmup + 1
+    with Gunicorn(
+        "broker:create_app()",
+        settings,
+        env,
+        logs / "broker.log",
+        port=instance.port,
+        ready_path="/readyz",
+    ) as server:
+        requests = token_requests(instance, int(window * args.expected_token_rate))
+        token = load(
+            f"{instance.db}: client_credentials + private_key_jwt + DPoP",
+            server.port,
+            requests,
+            TOKEN_OK,
+            server_pids=server.worker_pids(),
+        )
+        logins = login_requests(server.port, int(window * args.expected_login_rate))
+        login = load(
+            f"{instance.db}: password login (argon2id)",
+            server.port,
+            logins,
+            LOGIN_OK,
+            server_pids=server.worker_pids(),
+        )
+    with Gunicorn("_bare:app", settings, env, logs / "bare.log", chdir=BENCH_DIR) as server:
+        bare = load(
+            f"{instance.db}: bare Flask JSON",
+            server.port,
+            token_requests(instance, 64, path="/"),
+            BARE_OK,
+            server_pids=server.worker_pids(),
+        )
+    return Comparison(instance.db, bare, token, login)
+
+
+def report(comparisons: list[Comparison]) -> None:
+    table = Table(*RESULT_COLUMNS, title="Throughput and latency (warm-up excluded)")
+    for comparison in comparisons:
+        table.add_row(*result_row(comparison.bare))
+        table.add_row(*result_row(comparison.token))
+        table.add_row(*result_row(comparison.login), end_section=True)
+    console.print(table)
+    for comparison in comparisons:
+        for result in (comparison.bare, comparison.token, comparison.login):
+            print_errors(result)
+    for comparison in comparisons:
+        bare = comparison.bare.rate or float("nan")
+        console.print(
+            f"{comparison.db}: token/bare = {comparison.token.rate:,.0f} / {bare:,.0f} req/s = "
+            f"{comparison.token.rate / bare:.1%}; logins {comparison.login.rate:,.1f}/s = "
+            f"{comparison.login.rate / bare:.2%} of bare"
+        )
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    settings = ServerSettings(
+        workers=args.workers, worker_class=args.worker_class, threads=args.threads
+    )
+    console.print(f"machine: {machine_summary()}")
+    console.print(f"server: {settings.describe()}, the same for the broker and the bare endpoint")
+    console.print(
+        f"load: {args.concurrency} keep-alive clients on 127.0.0.1, {args.warmup:g} s warm-up "
+        f"then {args.duration:g} s measured; every request distinct (single-use jti values)"
+    )
+    comparisons = []
+    failed = False
+    for db in ["sqlite", "postgresql"] if args.db == "both" else [args.db]:
+        with temporary_folder(f"casebroker-bench-token-{db}-", keep=args.keep) as folder:
+            try:
+                if db == "sqlite":
+                    instance = seed_instance(db, folder, None)
+                    comparisons.append(measure(instance, settings, args))
+                else:
+                    with postgres_database(args.pg_url) as url:
+                        instance = seed_instance(db, folder, url)
+                        comparisons.append(measure(instance, settings, args))
+            except Exception as exc:
+                failed = True
+                console.print(f"[bold red]{db}: not measured[/]: {type(exc).__name__}: {exc}")
+    if comparisons:
+        report(comparisons)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="sqlite")
+    parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--load-processes", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--worker-class", default="gthread")
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument(
+        "--expected-token-rate",
+        type=float,
+        default=1500.0,
+        help="Upper estimate of grants/s: that many distinct requests per second are signed.",
+    )
+    parser.add_argument("--expected-login-rate", type=float, default=40.0)
+    parser.add_argument("--keep", action="store_true", help="Keep the temporary folder.")
+    args = parser.parse_args(argv)
+    return run_benchmark(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
