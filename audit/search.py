@@ -222,6 +222,10 @@ def _filtered(statement: Select, query: EventQuery, person_id: uuid.UUID | None)
         statement = statement.where(AuditEvent.created_at < query.until)
     if query.upto is not None:
         statement = statement.where(AuditEvent.seq < query.upto)
+    if query.flags:
+        # The flags are fields of lookup decisions; other records (an auditor's own search
+        # among them) may hold the same words in their filters.
+        statement = statement.where(AuditEvent.kind == "lookup.decision")
     for flag in query.flags:
         statement = statement.where(AuditEvent.record.contains(FLAGS[flag], autoescape=True))
     if query.case:

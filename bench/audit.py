@@ -21,9 +21,12 @@ exits 0 whether or not a target is met. ``--huge`` adds 10^7 events (about an ho
 
 from __future__ import annotations
 
+import _path  # noqa: F401  (first: see _path.py)
+
+# isort: split
+
 import argparse
 import base64
-import contextlib
 import os
 import random
 import statistics
@@ -31,18 +34,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-# This file's name would shadow the ``audit`` package: put the project root first.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from _common import machine_summary
+from _common import machine_summary, postgres_database
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select, text
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 INTEGRATION_TARGET = 20_000
@@ -51,25 +50,6 @@ FILL_BATCH = 2_000
 SMALL = 1_000
 
 console = Console(width=max(120, Console().width), highlight=False)
-
-
-@contextlib.contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    """A fresh database on the server of ``admin_url``, dropped afterwards."""
-    base = make_url(admin_url)
-    name = f"casebroker_bench_audit_{os.getpid()}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield base.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
 
 
 def make_app(url: str) -> Any:
@@ -402,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         if size < SMALL + 4000:
             console.print(f"size {size} is too small (at least {SMALL + 4000})")
             return 2
-        with postgres_database(args.pg_url) as url:
+        with postgres_database(args.pg_url, "audit") as url:
             results.append(run_size(url, size, args.proofs))
     report(results)
     return 0

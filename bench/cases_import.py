@@ -19,29 +19,20 @@ the figures (non-zero only when a database could not be set up or the import los
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import _path  # noqa: F401  (first: see _path.py)
 
-# This folder's scripts are named for what they measure (token.py, audit.py), which are also
-# the names of a standard-library module and of casebroker packages: import those first, then
-# look in this folder last.
-_HERE = str(Path(__file__).resolve().parent)
-sys.path[:] = [p for p in sys.path if p != _HERE]
-import token as _stdlib_token  # noqa: F401
-
-import audit  # noqa: F401
-
-sys.path.append(_HERE)
+# isort: split
 
 import argparse
 import csv
 import io
+import sys
 import time
 import uuid
 from datetime import UTC, date, datetime
 
-from _common import machine_summary, temporary_folder
-from lookup import DEFAULT_PG_URL, databases, postgres_database
+from _common import machine_summary, postgres_database, temporary_folder
+from lookup import DEFAULT_PG_URL, databases
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import create_engine, delete, func, insert, select
@@ -198,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             if db == "sqlite":
                 imported, baseline, count = measure(db, f"sqlite:///{folder / 'b.db'}", args.rows)
             else:
-                with postgres_database(args.pg_url) as url:
+                with postgres_database(args.pg_url, "cases") as url:
                     imported, baseline, count = measure(db, url, args.rows)
         failed |= count != args.rows
         table.add_row(

@@ -20,19 +20,9 @@ database could not be set up or a run failed outright).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import _path  # noqa: F401  (first: see _path.py)
 
-# This folder's scripts are named for what they measure (token.py, audit.py), which are also
-# the names of a standard-library module and of casebroker packages: import those first, then
-# look in this folder last.
-_HERE = str(Path(__file__).resolve().parent)
-sys.path[:] = [p for p in sys.path if p != _HERE]
-import token as _stdlib_token  # noqa: F401
-
-import audit
-
-sys.path.append(_HERE)
+# isort: split
 
 import argparse
 import contextlib
@@ -42,9 +32,11 @@ import json
 import os
 import pstats
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from _common import (
@@ -59,6 +51,7 @@ from _common import (
     free_port,
     http_request,
     machine_summary,
+    postgres_database,
     print_errors,
     result_row,
     run_load,
@@ -66,8 +59,9 @@ from _common import (
 )
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
+
+import audit
 
 TARGET = 0.35
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -99,25 +93,6 @@ class Instance:
     @property
     def issuer(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
-
-
-@contextlib.contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    """A fresh database ``casebroker_bench_<pid>`` on the server of ``admin_url``, dropped after."""
-    base = make_url(admin_url)
-    name = f"casebroker_bench_{os.getpid()}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield base.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
 
 
 def seed_instance(db: str, folder: Path, persons: int, database_url: str | None) -> Instance:
@@ -203,7 +178,7 @@ def prepared(db: str, folder: Path, args: argparse.Namespace) -> Iterator[Instan
     if db == "sqlite":
         yield seed_instance(db, folder, args.persons, None)
         return
-    with postgres_database(args.pg_url) as url:
+    with postgres_database(args.pg_url, "lookup") as url:
         yield seed_instance(db, folder, args.persons, url)
 
 

@@ -21,34 +21,20 @@ not be set up).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import _path  # noqa: F401  (first: see _path.py)
 
-# This script shares its name with the standard library's ``token`` module (which ``inspect``
-# and ``dataclasses`` import), and other files of this folder share names with packages: take
-# the folder off the path and load ``_common`` by its file name.
-_HERE = Path(__file__).resolve().parent
-if sys.path and sys.path[0] in (str(_HERE), ""):
-    sys.path.pop(0)
-import importlib.util
-
-_spec = importlib.util.spec_from_file_location("_common", _HERE / "_common.py")
-assert _spec is not None and _spec.loader is not None
-_common_module = importlib.util.module_from_spec(_spec)
-sys.modules["_common"] = _common_module
-_spec.loader.exec_module(_common_module)
+# isort: split
 
 import argparse
-import contextlib
 import functools
 import http.client
-import os
 import re
 import secrets
+import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlencode
 
 from _common import (
@@ -63,6 +49,7 @@ from _common import (
     free_port,
     http_request,
     machine_summary,
+    postgres_database,
     print_errors,
     result_row,
     run_load,
@@ -70,8 +57,6 @@ from _common import (
 )
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -96,24 +81,6 @@ class Instance:
     @property
     def issuer(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
-
-
-@contextlib.contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    base = make_url(admin_url)
-    name = f"casebroker_bench_token_{os.getpid()}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield base.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
 
 
 def seed_instance(db: str, folder: Path, database_url: str | None) -> Instance:
@@ -319,7 +286,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
                     instance = seed_instance(db, folder, None)
                     comparisons.append(measure(instance, settings, args))
                 else:
-                    with postgres_database(args.pg_url) as url:
+                    with postgres_database(args.pg_url, "token") as url:
                         instance = seed_instance(db, folder, url)
                         comparisons.append(measure(instance, settings, args))
             except Exception as exc:

@@ -6,6 +6,7 @@ The demo uses known passwords and synthetic persons, so it refuses a production 
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,15 +16,25 @@ import click
 from flask import Flask
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import select
 from werkzeug.serving import run_simple
 
 from audit import integrator
 from broker.app import create_app
 from broker.db import get_db
-from broker.demo_data import MAX_PERSONS, SEED_STEPS, DemoSeedError, SeedResult, seed_demo
+from broker.demo_data import (
+    DEMO_LOGINS,
+    MAX_PERSONS,
+    SEED_STEPS,
+    DemoSeedError,
+    SeedResult,
+    seed_demo,
+)
+from broker.exchange.service import Caller, LookupRequest, LookupService
 from broker.migrate import upgrade
 from broker.portal import ensure_portal_client
 from consent import ConsentSettings, seed_demo_consents
+from identity.models import Account
 
 HOST = "127.0.0.1"
 
@@ -72,11 +83,74 @@ def _seed(app: Flask, seed: int, persons: int) -> tuple[SeedResult, float]:
                     session, app.config["ISSUER"], app.config["KEY_ENCRYPTION_KEY_BYTES"]
                 )
                 session.commit()
+            if result.persons_created:
+                _seed_traffic(app, result)
             # The seeding's audit events go into the Merkle tree now, so the demo starts
             # with a signed checkpoint to show and verify.
             integrator.run(app)
             progress.update(task, completed=len(SEED_STEPS), description="seeded")
     return result, time.perf_counter() - started
+
+
+DEMO_JUSTIFICATION = "Child admitted to A&E, allergies unknown"
+
+
+def demo_traffic(result: SeedResult, officer: str | None) -> list[tuple[Caller, LookupRequest]]:
+    """The lookups a fresh demo has already seen, so the citizen's "who looked at my data" and
+    the auditor's console (with a break-glass access to review) have something to show."""
+    citizen = next(
+        (x for x in result.citizen_identifiers if x.agency_id == "social-services"), None
+    )
+    if citizen is None:
+        return []
+    system = Caller("social-services-cms", "social-services")
+    traffic = [
+        (
+            system,
+            LookupRequest(
+                citizen.scheme,
+                citizen.value,
+                ("income", "vehicle", "health.summary"),
+                "benefit-eligibility",
+            ),
+        ),
+        (
+            system,
+            LookupRequest(
+                citizen.scheme,
+                citizen.value,
+                ("health.summary",),
+                "child-protection",
+                justification=DEMO_JUSTIFICATION,
+                break_glass=True,
+            ),
+        ),
+    ]
+    if officer is not None:
+        desk = Caller("social-services-desk", "social-services", officer, ("caseworker",))
+        request = LookupRequest(citizen.scheme, citizen.value, ("income",), "benefit-eligibility")
+        traffic.append((desk, request))
+    if result.without_case is not None:
+        unknown = result.without_case
+        request = LookupRequest(unknown.scheme, unknown.value, ("income",), "benefit-eligibility")
+        traffic.append((system, request))
+    return traffic
+
+
+def _seed_traffic(app: Flask, result: SeedResult) -> None:
+    """Run the demo's first lookups through the real service: decided, audited, fetched."""
+    with get_db().sessionmaker() as session:
+        officer = session.scalar(
+            select(Account.officer_id).where(Account.username == DEMO_LOGINS[0].username)
+        )
+        for caller, request in demo_traffic(result, str(officer) if officer else None):
+            service = LookupService(
+                session,
+                app.extensions["casebroker.policy"],
+                app.extensions["casebroker.sources"],
+                secrets.token_hex(16),
+            )
+            service.run(caller, request)
 
 
 def _seed_summary(result: SeedResult, elapsed: float) -> str:
@@ -123,7 +197,7 @@ def lookup_example(result: SeedResult) -> list[str]:
             "Break-glass for a child at risk: permitted without a case, flagged for review:",
             command,
             f"    --person {person} --purpose child-protection --category health.summary \\",
-            "    --break-glass --justification 'Child admitted to A&E, allergies unknown'",
+            f"    --break-glass --justification '{DEMO_JUSTIFICATION}'",
         ]
     return lines
 

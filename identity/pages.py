@@ -11,7 +11,7 @@ import hmac
 import secrets
 from urllib.parse import urlencode
 
-from flask import Flask, Response, g, render_template, request, session
+from flask import Blueprint, Flask, Response, g, render_template, request, session
 from flask_babel import get_locale
 from flask_babel import gettext as _
 
@@ -62,6 +62,26 @@ def page_headers(response: Response) -> Response:
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def protect(bp: Blueprint, exempt: frozenset[str] = frozenset()) -> None:
+    """Every page of ``bp`` gets the headers above and every form post the CSRF check.
+
+    Downloads (CSV, JSON) of personal data are not cached either. ``exempt`` names endpoints
+    that take no form (static files).
+    """
+
+    @bp.after_request
+    def _headers(response: Response) -> Response:
+        if response.mimetype == "text/html":
+            page_headers(response)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @bp.before_request
+    def _csrf() -> None:
+        if request.method == "POST" and request.endpoint not in exempt:
+            check_csrf()
 
 
 def language_url(code: str) -> str:

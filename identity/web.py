@@ -31,7 +31,7 @@ from identity import accounts, upstream
 from identity.events import record_event, source_address
 from identity.models import Account, Client
 from identity.oidc_models import ConsentGrant, TokenFamily
-from identity.pages import allow_form_target, check_csrf, page_headers
+from identity.pages import allow_form_target, protect
 
 bp = Blueprint(
     "identity_web",
@@ -43,17 +43,7 @@ bp = Blueprint(
 MFA_PENDING_TTL = 300
 
 
-@bp.after_request
-def _headers(response: Response) -> Response:
-    if response.mimetype == "text/html":
-        page_headers(response)
-    return response
-
-
-@bp.before_request
-def _csrf() -> None:
-    if request.method == "POST" and request.endpoint != "identity_web.static":
-        check_csrf()
+protect(bp, frozenset({"identity_web.static"}))
 
 
 def safe_next(value: str | None) -> str:

@@ -391,6 +391,18 @@ def test_demo_command_runs_twice(tmp_path):
     assert "Seeded 20 synthetic persons" in runs[0].stdout
     assert "already holds the demo seed (20 persons)" in runs[1].stdout
     assert json.loads(key.read_text())["issuer"] == "http://127.0.0.1:5000"
+    assert "http://127.0.0.1:5000/portal/" in runs[0].stdout
+    engine = create_engine(f"sqlite:///{tmp_path / 'demo.db'}")
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT record FROM audit_event WHERE kind = 'lookup.decision'")
+        )
+        lookups = [json.loads(record) for (record,) in rows]
+    engine.dispose()
+    # The first run's lookups (and only the first's) give the portal and console content.
+    assert {r["decision"] for r in lookups} == {"permit", "deny"}
+    assert len([r for r in lookups if r.get("break_glass") and r.get("review")]) == 1
+    assert any(r.get("officer") for r in lookups)
 
 
 def test_demo_issuer_follows_the_port_unless_configured(tmp_path):

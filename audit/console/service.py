@@ -33,9 +33,8 @@ LOOKUP_KIND = "lookup.decision"
 #: Canonical JSON (sorted keys, no spaces) lets these flags be matched in the stored record.
 BREAK_GLASS = '%"break_glass":true%'
 REVIEW = '%"review":true%'
-WITHOUT_CASE = '%"without_case":true%'
 #: Form fields the console adds to the audit search's own parameters.
-FLAGS = ("break_glass", "without_case")
+FLAGS = tuple(search.FLAGS)
 DATE_FIELDS = ("from", "to")
 PAGE_SIZE = 25
 QUEUE_SIZE = 50
@@ -187,53 +186,16 @@ class Results:
 
 
 def run_search(session: Session, wanted: ConsoleQuery, upto: int) -> Results:
-    """The audit search over the log as it was at ``upto``, narrowed by the console's flags.
+    """The audit search over the log as it was at ``upto``, with the console's flags.
 
     The flags match the canonical record text, so events whose body retention pruned no
     longer match them (their indexed fields still do).
     """
     person = search.resolve_person(session, wanted.query)
-    query = dataclasses.replace(wanted.query, upto=upto)
-    if not (wanted.break_glass or wanted.without_case):
-        page = search.search(session, query, person)
-        return Results([_row(e) for e in page.events], page.next_cursor)
-    # The flags are fields of lookup decisions; other records (the auditor's own searches
-    # among them) may hold the same words in their filters.
-    statement = select(AuditEvent).where(AuditEvent.seq < upto, AuditEvent.kind == LOOKUP_KIND)
-    if wanted.break_glass:
-        statement = statement.where(AuditEvent.record.like(BREAK_GLASS))
-    if wanted.without_case:
-        statement = statement.where(AuditEvent.record.like(WITHOUT_CASE))
-    statement = _narrow(statement, query, person)
-    rows = list(session.scalars(statement.order_by(AuditEvent.seq.desc()).limit(PAGE_SIZE + 1)))
-    more = len(rows) > PAGE_SIZE
-    rows = rows[:PAGE_SIZE]
-    cursor = search.encode_cursor(rows[-1].seq) if more and rows else None
-    return Results([_row(e) for e in rows], cursor)
-
-
-def _narrow(statement: Any, query: search.EventQuery, person: uuid.UUID | None) -> Any:
-    """The audit search's filters, for the flagged searches it has no parameter for."""
-    for key, value in query.exact.items():
-        statement = statement.where(search.EXACT[key] == value)
-    if person is not None:
-        statement = statement.where(AuditEvent.person_id == person)
-    if query.agency:
-        statement = statement.where(
-            or_(
-                AuditEvent.requester_agency_id == query.agency,
-                AuditEvent.provider_agency_id == query.agency,
-            )
-        )
-    if query.officer:
-        statement = statement.where(AuditEvent.officer_id == query.officer)
-    if query.since:
-        statement = statement.where(AuditEvent.created_at >= query.since)
-    if query.until:
-        statement = statement.where(AuditEvent.created_at < query.until)
-    if query.before_seq is not None:
-        statement = statement.where(AuditEvent.seq < query.before_seq)
-    return statement
+    flags = tuple(flag for flag in FLAGS if getattr(wanted, flag))
+    query = dataclasses.replace(wanted.query, upto=upto, flags=flags)
+    page = search.search(session, query, person)
+    return Results([_row(e) for e in page.events], page.next_cursor)
 
 
 def choices(session: Session) -> dict[str, list[str]]:

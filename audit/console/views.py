@@ -13,7 +13,6 @@ from typing import Any
 
 from flask import (
     Blueprint,
-    Response,
     current_app,
     g,
     redirect,
@@ -28,25 +27,14 @@ from audit import checkpoints
 from audit.console import charts, service
 from audit.console.models import OUTCOMES
 from broker.db import get_session
-from identity.pages import check_csrf, page_headers
+from identity.pages import protect
 from identity.web import current_account
 
 bp = Blueprint("console", __name__, url_prefix="/audit/console", template_folder="templates")
 MAX_SEQ = (1 << 63) - 1
 
 
-@bp.after_request
-def _headers(response: Response) -> Response:
-    if response.mimetype == "text/html":
-        page_headers(response)
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-@bp.before_request
-def _csrf() -> None:
-    if request.method == "POST":
-        check_csrf()
+protect(bp)
 
 
 def auditor_page(view: Callable[..., ResponseReturnValue]) -> Callable[..., ResponseReturnValue]:

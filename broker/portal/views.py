@@ -39,24 +39,13 @@ from consent.notifications import list_notifications, mark_read
 from consent.service import Actor, ConsentService, ConsentSettings
 from identity.accounts import holder_of
 from identity.models import Account
-from identity.pages import check_csrf, page_headers
+from identity.pages import protect
 
 log = logging.getLogger("casebroker.portal")
 bp = Blueprint("portal", __name__, url_prefix="/portal", template_folder="templates")
 
 
-@bp.after_request
-def _headers(response: Response) -> Response:
-    if response.mimetype == "text/html":
-        page_headers(response)
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-@bp.before_request
-def _csrf() -> None:
-    if request.method == "POST":
-        check_csrf()
+protect(bp)
 
 
 @bp.errorhandler(404)
