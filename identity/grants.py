@@ -99,19 +99,29 @@ def _token_body(issued: provider.IssuedTokens) -> dict[str, Any]:
     return body
 
 
-class AuthorizationCodeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
-    """RFC 6749 4.1.3 with PKCE S256 (RFC 7636 4.6) and OIDC Core 3.1.3."""
+class _PersonGrant(grants.BaseGrant, grants.TokenEndpointMixin):
+    """What the grants that issue a person's tokens share: private_key_jwt, the grant type
+    registered for the client, and a DPoP proof (required for FAPI clients)."""
 
-    GRANT_TYPE = "authorization_code"
     TOKEN_ENDPOINT_AUTH_METHODS = ["private_key_jwt"]
 
-    def validate_token_request(self) -> None:
+    def authenticate_client(self) -> tuple[Any, dict[str, Any], str | None]:
+        """The client, the form, and the thumbprint of the DPoP key (None without a proof)."""
         client = self.authenticate_token_endpoint_client()
         if not client.check_grant_type(self.GRANT_TYPE):
             raise OAuth2Error(error="unauthorized_client", status_code=400)
         self.request.client = client
-        form = self.request.payload.data
         jkt = check_dpop(client.client_id, client_is_fapi(client.client_id))
+        return client, self.request.payload.data, jkt
+
+
+class AuthorizationCodeGrant(_PersonGrant):
+    """RFC 6749 4.1.3 with PKCE S256 (RFC 7636 4.6) and OIDC Core 3.1.3."""
+
+    GRANT_TYPE = "authorization_code"
+
+    def validate_token_request(self) -> None:
+        client, form, jkt = self.authenticate_client()
         session = get_session()
         try:
             code = provider.redeem_code(session, client.client_id, form.get("code"))
@@ -157,19 +167,13 @@ class AuthorizationCodeGrant(grants.BaseGrant, grants.TokenEndpointMixin):
         return 200, _token_body(issued), self.TOKEN_RESPONSE_HEADER
 
 
-class RefreshTokenGrant(grants.BaseGrant, grants.TokenEndpointMixin):
+class RefreshTokenGrant(_PersonGrant):
     """RFC 6749 6 with rotation: the old token is spent, reuse revokes the family."""
 
     GRANT_TYPE = "refresh_token"
-    TOKEN_ENDPOINT_AUTH_METHODS = ["private_key_jwt"]
 
     def validate_token_request(self) -> None:
-        client = self.authenticate_token_endpoint_client()
-        if not client.check_grant_type(self.GRANT_TYPE):
-            raise OAuth2Error(error="unauthorized_client", status_code=400)
-        self.request.client = client
-        form = self.request.payload.data
-        jkt = check_dpop(client.client_id, client_is_fapi(client.client_id))
+        client, form, jkt = self.authenticate_client()
         session = get_session()
         try:
             row = provider.rotate_refresh_token(

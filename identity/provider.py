@@ -413,21 +413,38 @@ def redeem_code(session: Session, client_id: str, code: Any) -> AuthorizationCod
         raise GrantError("invalid_grant", "The code is not valid.")
     if row.client_id != client_id:
         raise GrantError("invalid_grant", "The code was issued to another client.")
+    _spend(session, AuthorizationCode.code_hash, row, row.family_id, "code", "code-reuse")
+    return row
+
+
+def _spend(
+    session: Session,
+    key: Any,
+    row: AuthorizationCode | RefreshToken,
+    family_id: uuid.UUID,
+    what: str,
+    reuse_reason: str,
+) -> None:
+    """Mark a single-use credential used, once across every process (a conditional UPDATE).
+
+    The loser of a race, or a replay, revokes the credential's whole token family: whoever
+    holds a stolen copy loses what was issued from it too (RFC 9700 4.14.2).
+    """
     now = datetime.now(UTC)
+    model = type(row)
     result = session.execute(
-        update(AuthorizationCode)
-        .where(AuthorizationCode.code_hash == row.code_hash, AuthorizationCode.used_at.is_(None))
+        update(model)
+        .where(key == getattr(row, key.key), model.used_at.is_(None))
         .values(used_at=now)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
-        revoke_family(session, row.family_id, "code-reuse")
+        revoke_family(session, family_id, reuse_reason)
         session.commit()
-        raise GrantError("invalid_grant", "The code has already been used.")
+        raise GrantError("invalid_grant", f"The {what} has already been used.")
     if _aware(row.expires_at) <= now:
         session.commit()
-        raise GrantError("invalid_grant", "The code has expired.")
-    return row
+        raise GrantError("invalid_grant", f"The {what} has expired.")
 
 
 def revoke_family(session: Session, family_id: uuid.UUID, reason: str) -> None:
@@ -646,18 +663,5 @@ def rotate_refresh_token(session: Session, client_id: str, token: Any) -> Refres
         raise GrantError("invalid_grant", "The refresh token was issued to another client.")
     if family.revoked_at is not None:
         raise GrantError("invalid_grant", "The refresh token has been revoked.")
-    now = datetime.now(UTC)
-    result = session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.token_hash == row.token_hash, RefreshToken.used_at.is_(None))
-        .values(used_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        revoke_family(session, family.id, "refresh-token-reuse")
-        session.commit()
-        raise GrantError("invalid_grant", "The refresh token has already been used.")
-    if _aware(row.expires_at) <= now:
-        session.commit()
-        raise GrantError("invalid_grant", "The refresh token has expired.")
+    _spend(session, RefreshToken.token_hash, row, family.id, "refresh token", "refresh-token-reuse")
     return row
