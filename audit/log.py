@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import g, has_app_context
-from sqlalchemy import insert, update
+from sqlalchemy import Integer, bindparam, insert, update
 from sqlalchemy.orm import Session
 
 from audit.models import AuditEvent, AuditSequence
@@ -35,6 +35,17 @@ INDEXED = {
     "category": "category_id",
     "decision": "decision",
 }
+
+
+_sequence = AuditSequence.__table__
+#: Built once (they run on every lookup): reserve ``count`` numbers, then insert the events.
+_RESERVE = (
+    update(_sequence)
+    .where(_sequence.c.id == 1)
+    .values(next_seq=_sequence.c.next_seq + bindparam("count", type_=Integer))
+    .returning(_sequence.c.next_seq)
+)
+_INSERT = insert(AuditEvent.__table__)
 
 
 @dataclass(frozen=True)
@@ -69,12 +80,7 @@ def append(session: Session, records: Sequence[Mapping[str, Any]]) -> list[Appen
     if not records:
         return []
     encoded = [canonical_json(r) for r in records]
-    end = session.execute(
-        update(AuditSequence)
-        .where(AuditSequence.id == 1)
-        .values(next_seq=AuditSequence.next_seq + len(records))
-        .returning(AuditSequence.next_seq)
-    ).scalar_one()
+    end = session.execute(_RESERVE, {"count": len(records)}).scalar_one()
     start = end - len(records)
     rows = []
     appended = []
@@ -92,7 +98,7 @@ def append(session: Session, records: Sequence[Mapping[str, Any]]) -> list[Appen
             row[column] = _column_value(column, record.get(key))
         rows.append(row)
         appended.append(Appended(start + offset, digest))
-    session.execute(insert(AuditEvent), rows)
+    session.execute(_INSERT, rows)
     if has_app_context():
         g.audit_appended = True  # lets the app integrate once the response has gone
     return appended

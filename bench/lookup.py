@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import cProfile
 import functools
+import itertools
 import json
 import os
 import pstats
@@ -477,6 +478,96 @@ def print_profile(profile: cProfile.Profile, count: int, top: int) -> None:
         console.print(table)
 
 
+def floor_costs(app: Any, client: Any, token: str, url: str, count: int) -> list[tuple[str, float]]:
+    """Seconds per call of what any lookup must do, whatever the code around it: check the
+    access token's ES256 signature, take one Cedar decision, insert one event and commit it
+    through the bare database driver (no SQLAlchemy). With the bare request's own time, they
+    bound from above the ratio any implementation of this lookup could reach here."""
+    from datetime import UTC, datetime
+
+    from joserfc import jwt
+    from joserfc.jwk import KeySet
+
+    from broker.db import make_engine
+    from broker.demo_data import CATEGORIES
+    from policies import DecisionRequest
+
+    keys = KeySet.import_key_set(client.get("/jwks.json").json)
+    key = keys.get_by_kid(jwt.decode(token, keys, algorithms=["ES256"]).header["kid"])
+    engine = app.extensions["casebroker.policy"]
+    decision = DecisionRequest(
+        requester=REQUESTER,
+        client_id=REQUESTER,
+        officer_roles=(),
+        provider="tax",
+        category=CATEGORY,
+        sensitivity=next(c.sensitivity for c in CATEGORIES if c.id == CATEGORY),
+        purpose=PURPOSE,
+        consent=False,
+        justification=False,
+        break_glass=False,
+        now=datetime.now(UTC),
+        open_case=True,
+    )
+    if not engine.decide(decision).permit:
+        raise RuntimeError("the floor's Cedar request is not the permitted one the bench asks")
+
+    def per_call(fn: Callable[[int], Any]) -> float:
+        for i in range(min(100, count)):
+            fn(i)
+        started = time.perf_counter()
+        for i in range(count):
+            fn(i)
+        return (time.perf_counter() - started) / count
+
+    database = make_engine(url)  # the app's own connection settings (WAL, ...)
+    raw = database.raw_connection()
+    seqs = itertools.count()
+    statement = (
+        "INSERT INTO bench_floor VALUES (?, ?)"
+        if url.startswith("sqlite")
+        else "INSERT INTO bench_floor VALUES (%s, %s)"
+    )
+    record = json.dumps({"kind": "lookup.decision", "padding": "x" * 400})
+    try:
+        cursor = raw.cursor()
+        cursor.execute("CREATE TABLE bench_floor (seq INTEGER PRIMARY KEY, record TEXT)")
+        raw.commit()
+
+        def insert(_: int) -> None:
+            cursor.execute(statement, (next(seqs), record))
+            raw.commit()
+
+        costs = [
+            (
+                "ES256 signature of the access token (joserfc)",
+                per_call(lambda i: jwt.decode(token, key)),
+            ),
+            ("one Cedar decision (cedarpy)", per_call(lambda i: engine.decide(decision))),
+        ]
+        costs.append(("one event inserted and committed (bare driver)", per_call(insert)))
+        cursor.execute("DROP TABLE bench_floor")
+        raw.commit()
+    finally:
+        raw.close()
+        database.dispose()
+    return costs
+
+
+def print_floor(costs: list[tuple[str, float]], per_bare: float, per_lookup: float) -> None:
+    table = Table("what every lookup must do", "ms", title="The floor: no framework, no ORM")
+    for label, seconds in costs:
+        table.add_row(label, f"{seconds * 1000:.3f}")
+    floor = sum(seconds for _, seconds in costs)
+    table.add_row("sum", f"{floor * 1000:.3f}", end_section=True)
+    console.print(table)
+    console.print(
+        f"A lookup costing the bare request plus only this would run at "
+        f"{per_bare / (per_bare + floor):.0%} of the bare rate in-process; this one runs at "
+        f"{per_bare / per_lookup:.1%}."
+    )
+
+
 def run_profile(args: argparse.Namespace) -> int:
     """Lookups in this process: plain timing, time per stage, then cProfile."""
     from _bare import app as bare_app
@@ -551,6 +642,10 @@ def run_profile(args: argparse.Namespace) -> int:
             finally:
                 profile.disable()
             print_profile(profile, count, args.top)
+            url = app.config["DATABASE_URL"]
+            if url.startswith("sqlite"):
+                url = f"sqlite:///{folder / 'floor.db'}"
+            print_floor(floor_costs(app, client, token, url, count), per_bare, per_lookup)
             app.extensions["casebroker.sources"].close()
             app.extensions["casebroker.db"].engine.dispose()
     return 0

@@ -24,7 +24,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import select, update
+from sqlalchemy import DateTime, Row, Uuid, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -150,26 +150,33 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+_consent = Consent.__table__.c
+_now = bindparam("now", type_=DateTime(timezone=True))
+
+#: Built once: it runs on every lookup.
+_IN_FORCE = select(
+    _consent.id, _consent.provider_agency_id, _consent.categories, _consent.fields
+).where(
+    _consent.person_id == bindparam("person", type_=Uuid),
+    _consent.grantee_agency_id == bindparam("grantee"),
+    _consent.purpose_id == bindparam("purpose"),
+    _consent.status == "active",
+    _consent.valid_from <= _now,
+    _consent.valid_until > _now,
+)
+
+
 def in_force(
     session: Session, person_id: uuid.UUID, grantee: str, purpose: str, now: datetime
-) -> list[Consent]:
-    """The consents that count for a decision now: active and inside their window.
+) -> Sequence[Row[Any]]:
+    """The consents that count for a decision now, active and inside their window: their
+    ``id``, ``provider_agency_id``, ``categories`` and ``fields``.
 
     Read at decision time from the table itself: a revocation committed before this
     statement starts is seen by it, on every node; an expiry needs no write at all.
     """
-    return list(
-        session.scalars(
-            select(Consent).where(
-                Consent.person_id == person_id,
-                Consent.grantee_agency_id == grantee,
-                Consent.purpose_id == purpose,
-                Consent.status == "active",
-                Consent.valid_from <= now,
-                Consent.valid_until > now,
-            )
-        )
-    )
+    params = {"person": person_id, "grantee": grantee, "purpose": purpose, "now": now}
+    return session.execute(_IN_FORCE, params).all()
 
 
 @dataclass

@@ -23,10 +23,10 @@ from urllib.parse import urlsplit, urlunsplit
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from identity.models import SUPPORTED_SIGNING_ALGS, ReplayGuard
+from identity import replay
+from identity.models import SUPPORTED_SIGNING_ALGS
 
 MAX_PROOF_LENGTH = 4096
 PROOF_MAX_AGE = 60
@@ -144,9 +144,5 @@ def _burn(sessions: sessionmaker[Session], jkt: str, jti: str, until: float) -> 
     """Section 11.1: a proof is single use, in every process sharing the database."""
     digest = hashlib.sha256(f"{jkt}\0{jti}".encode()).hexdigest()
     expires = datetime.fromtimestamp(until, UTC) + timedelta(seconds=1)
-    with sessions() as session:
-        try:
-            with session.begin():
-                session.add(ReplayGuard(namespace="dpop", value=digest, expires_at=expires))
-        except IntegrityError:
-            raise DPoPError("The DPoP proof has been used before.") from None
+    if not replay.burn(sessions, "dpop", digest, expires):
+        raise DPoPError("The DPoP proof has been used before.")

@@ -80,11 +80,6 @@ def check_dpop(client_id: str, required: bool, path: str = TOKEN_PATH) -> str | 
     return proof.jkt
 
 
-def client_is_fapi(client_id: str) -> bool:
-    row = get_session().get(Client, client_id)
-    return bool(row and row.is_fapi)
-
-
 def _token_body(issued: provider.IssuedTokens) -> dict[str, Any]:
     body: dict[str, Any] = {
         "access_token": issued.access_token,
@@ -111,7 +106,7 @@ class _PersonGrant(grants.BaseGrant, grants.TokenEndpointMixin):
         if not client.check_grant_type(self.GRANT_TYPE):
             raise OAuth2Error(error="unauthorized_client", status_code=400)
         self.request.client = client
-        jkt = check_dpop(client.client_id, client_is_fapi(client.client_id))
+        jkt = check_dpop(client.client_id, client.is_fapi)
         return client, self.request.payload.data, jkt
 
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from joserfc.jwk import ECKey, OKPKey, RSAKey
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -96,7 +96,7 @@ class LoadedKey:
     key: ECKey | RSAKey | OKPKey
 
 
-def load_private(kek: bytes, row: SigningKey) -> LoadedKey:
+def load_private(kek: bytes, row: SigningKey | Row[Any]) -> LoadedKey:
     return _load_private(kek, row.kid, row.alg, bytes(row.private_key_encrypted))
 
 
@@ -108,15 +108,20 @@ def _load_private(kek: bytes, kid: str, alg: str, sealed: bytes) -> LoadedKey:
     return LoadedKey(kid, alg, _import_joserfc(alg, der))
 
 
+_signing_key = SigningKey.__table__.c
+#: Built once: every token issued reads it.
+_ACTIVE = select(_signing_key.kid, _signing_key.alg, _signing_key.private_key_encrypted).where(
+    _signing_key.alg == bindparam("alg"), _signing_key.status == "active"
+)
+
+
 def active_key(session: Session, kek: bytes, alg: str = "ES256") -> LoadedKey:
     """The key that signs now for ``alg``, made on first use so a new install just works.
 
     Two processes racing to make the first key both try the insert; the partial unique index
     on (alg) where active lets exactly one win, and the loser reads the winner's key.
     """
-    row = session.scalar(
-        select(SigningKey).where(SigningKey.alg == alg, SigningKey.status == "active")
-    )
+    row: SigningKey | Row[Any] | None = session.execute(_ACTIVE, {"alg": alg}).first()
     if row is None:
         try:
             with session.begin_nested():

@@ -21,19 +21,18 @@ from flask import Flask, current_app, g
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Row, and_, bindparam, select
 
 from broker.db import get_db, get_session
 from broker.models import Agency
+from identity import replay
 from identity.grants import (
     AuthorizationCodeGrant,
     RefreshTokenGrant,
     check_dpop,
-    client_is_fapi,
 )
 from identity.keys import active_key
-from identity.models import SUPPORTED_SIGNING_ALGS, Client, ReplayGuard
+from identity.models import SUPPORTED_SIGNING_ALGS, Client, ClientKey
 
 TOKEN_PATH = "/token"  # noqa: S105 (a path, not a secret)
 PAR_PATH = "/par"
@@ -48,13 +47,14 @@ def issuer() -> str:
 class OAuthClient(ClientMixin):
     """Authlib's view of a registered client; reads only what the protocol needs."""
 
-    def __init__(self, row: Client) -> None:
+    def __init__(self, row: Row[Any], jwks: list[dict[str, Any]]) -> None:
         self.client_id = row.id
         self.agency_id = row.agency_id
         self.scope = row.scope
         self.grant_types = list(row.grant_types)
         self.auth_method = row.token_endpoint_auth_method
-        self.jwks = {"keys": [k.jwk for k in row.keys if k.status == "active"]}
+        self.is_fapi = bool(row.is_fapi)
+        self.jwks = {"keys": jwks}
 
     def get_client_id(self) -> str:
         return self.client_id
@@ -84,18 +84,44 @@ class OAuthClient(ClientMixin):
         return grant_type in self.grant_types
 
 
+_client = Client.__table__.c
+_client_key = ClientKey.__table__.c
+_agency = Agency.__table__.c
+
+#: An active client of an active agency, a row per active key (one with no key when it has
+#: none): built once, as every token request runs it.
+_ACTIVE_CLIENT = (
+    select(
+        _client.id,
+        _client.agency_id,
+        _client.scope,
+        _client.grant_types,
+        _client.token_endpoint_auth_method,
+        _client.is_fapi,
+        _client_key.jwk,
+    )
+    .join(Agency.__table__, _agency.id == _client.agency_id)
+    .outerjoin(
+        ClientKey.__table__,
+        and_(_client_key.client_id == _client.id, _client_key.status == "active"),
+    )
+    .where(
+        _client.id == bindparam("client_id"),
+        _client.status == "active",
+        _agency.status == "active",
+    )
+    .order_by(_client_key.id)
+)
+
+
 def query_client(client_id: str) -> OAuthClient | None:
     """Active clients of active agencies only; a disabled one is as good as unknown."""
     if not isinstance(client_id, str) or len(client_id) > 128 or not client_id.isprintable():
         return None
-    session = get_session()
-    row = session.get(Client, client_id)
-    if row is None or row.status != "active":
+    rows = get_session().execute(_ACTIVE_CLIENT, {"client_id": client_id}).all()
+    if not rows:
         return None
-    agency = session.get(Agency, row.agency_id)
-    if agency is None or agency.status != "active":
-        return None
-    return OAuthClient(row)
+    return OAuthClient(rows[0], [row.jwk for row in rows if row.jwk is not None])
 
 
 def save_token(token: dict[str, Any], request: Any) -> None:
@@ -124,6 +150,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         return headers, claims
 
     def resolve_client_public_key(self, client: OAuthClient) -> KeySet:
+        g.asserting_client = client  # for verify_claims, which Authlib calls without it
         return KeySet.import_key_set(client.jwks)
 
     def process_assertion_claims(self, assertion: str, resolve_key: Any) -> dict[str, Any]:
@@ -156,9 +183,12 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             raise InvalidClientError(description="The client assertion is not yet valid.")
         self.leeway = skew
         super().verify_claims(claims)
-        sub = claims.get("sub")
-        row = get_session().get(Client, sub) if isinstance(sub, str) and sub.isprintable() else None
-        if row is not None and row.is_fapi and claims.get("aud") not in (issuer(), [issuer()]):
+        client = g.get("asserting_client")
+        if (
+            client is not None
+            and client.is_fapi
+            and claims.get("aud") not in (issuer(), [issuer()])
+        ):
             # FAPI 2.0 Security Profile 5.3.2.1: the audience is the issuer, nothing else.
             raise InvalidClientError(description="The client assertion aud must be the issuer.")
 
@@ -171,21 +201,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         expires = datetime.fromtimestamp(claims["exp"], UTC) + timedelta(
             seconds=current_app.config["CLOCK_SKEW"]
         )
-        with get_db().sessionmaker() as session:
-            try:
-                with session.begin():
-                    session.add(
-                        ReplayGuard(namespace="client_assertion", value=digest, expires_at=expires)
-                    )
-            except IntegrityError:
-                return False
-            if digest.startswith("00"):
-                # About one request in 256 sweeps expired entries; no scheduler needed.
-                with session.begin():
-                    session.execute(
-                        delete(ReplayGuard).where(ReplayGuard.expires_at < datetime.now(UTC))
-                    )
-        return True
+        return replay.burn(get_db().sessionmaker, "client_assertion", digest, expires)
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):
@@ -194,8 +210,8 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     def validate_token_request(self) -> None:
         """RFC 9449: a DPoP proof binds the token; FAPI clients must send one."""
         super().validate_token_request()
-        client_id = self.request.client.client_id
-        check_dpop(client_id, client_is_fapi(client_id))
+        client = self.request.client
+        check_dpop(client.client_id, client.is_fapi)
 
     def validate_requested_scope(self) -> None:
         """A scope the client was not registered for is an error, not silently dropped

@@ -17,11 +17,11 @@ from typing import Any
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
-from sqlalchemy import select
+from sqlalchemy import Row, Uuid, bindparam, exists, select
 from sqlalchemy.orm import Session
 
 from identity.keys import PUBLISHED_STATES
-from identity.models import ReplayGuard, SigningKey
+from identity.models import Client, ReplayGuard, SigningKey
 from identity.oidc_models import TokenFamily
 
 ACCESS_TOKEN_ALGS = ["ES256"]
@@ -55,6 +55,8 @@ class AccessToken:
     cnf: dict[str, Any] | None = None
     #: The token family (authorization code lineage) of a user's token, for revocation.
     grant_id: str | None = None
+    #: Whether the client is registered as FAPI (None: no longer registered at all).
+    client_fapi: bool | None = None
     claims: dict[str, Any] = field(default_factory=dict)
 
 
@@ -64,13 +66,46 @@ def _public_key(kid: str, jwk_json: str) -> ECKey | RSAKey | OKPKey:
     return import_key(json.loads(jwk_json))
 
 
-def _published_key(session: Session, kid: str) -> ECKey | RSAKey | OKPKey:
-    row = session.scalar(
-        select(SigningKey).where(SigningKey.kid == kid, SigningKey.status.in_(PUBLISHED_STATES))
-    )
-    if row is None:
+def _import(kid: str, jwk: Any) -> ECKey | RSAKey | OKPKey:
+    if jwk is None:
         raise InvalidToken("The token is signed with an unknown key.")
-    return _public_key(kid, json.dumps(row.public_jwk, sort_keys=True))
+    if isinstance(jwk, str):  # a JSON column read through a scalar subquery comes back as text
+        jwk = json.loads(jwk)
+    return _public_key(kid, json.dumps(jwk, sort_keys=True))
+
+
+def _published_key(session: Session, kid: str) -> ECKey | RSAKey | OKPKey:
+    params = {"kid": kid, "gid": None, "jti": "", "client_id": None}
+    return _import(kid, session.execute(_TOKEN_STATE, params).one().jwk)
+
+
+_keys = SigningKey.__table__.c
+_families = TokenFamily.__table__.c
+_guards = ReplayGuard.__table__.c
+_clients = Client.__table__.c
+
+#: Everything a token's validity depends on besides its own bytes, in one round trip: the
+#: published key its ``kid`` names, whether its family or its ``jti`` is revoked, and whether
+#: its client is registered for FAPI. Read fresh on every request (a revocation or a key
+#: withdrawal committed by any process counts at once); built once, so only its execution
+#: costs per request.
+_TOKEN_STATE = select(
+    select(_keys.public_jwk)
+    .where(_keys.kid == bindparam("kid"), _keys.status.in_(PUBLISHED_STATES))
+    .scalar_subquery()
+    .label("jwk"),
+    select(_families.revoked_at.is_(None))
+    .where(_families.id == bindparam("gid", type_=Uuid))
+    .scalar_subquery()
+    .label("family_live"),
+    exists()
+    .where(_guards.namespace == "revoked_at", _guards.value == bindparam("jti"))
+    .label("jti_revoked"),
+    select(_clients.is_fapi)
+    .where(_clients.id == bindparam("client_id"))
+    .scalar_subquery()
+    .label("client_fapi"),
+)
 
 
 def verify_access_token(
@@ -85,15 +120,20 @@ def verify_access_token(
     if not token or len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken("The access token is missing or too long.")
     try:
-        header = jws.extract_compact(token.encode()).headers()
+        compact = jws.extract_compact(token.encode())
+        header = compact.headers()
+        unverified = json.loads(compact.payload)
     except (JoseError, ValueError):
         raise InvalidToken("The access token is malformed.") from None
+    if not isinstance(unverified, dict):
+        raise InvalidToken("The access token is malformed.")
     if header.get("typ") != "at+jwt" or header.get("alg") not in ACCESS_TOKEN_ALGS:
         raise InvalidToken("The token is not an access token of this server.")
     kid = header.get("kid")
     if not isinstance(kid, str):
         raise InvalidToken("The access token names no key.")
-    key = _published_key(session, kid)
+    state = _token_state(session, kid, unverified)
+    key = _import(kid, state.jwk)
     try:
         claims: dict[str, Any] = jwt.decode(token, key, algorithms=ACCESS_TOKEN_ALGS).claims
         jwt.JWTClaimsRegistry(
@@ -108,7 +148,9 @@ def verify_access_token(
         raise InvalidToken(f"The access token is not valid: {exc}.") from None
     if claims["exp"] < time.time() - leeway:
         raise InvalidToken("The access token has expired.")
-    _check_not_revoked(session, claims)
+    revoked = not state.family_live if claims.get("gid") is not None else state.jti_revoked
+    if revoked:
+        raise InvalidToken("The access token has been revoked.")
     scopes = frozenset(str(claims.get("scope", "")).split())
     if required_scope is not None and required_scope not in scopes:
         raise InsufficientScope(f"The token lacks the {required_scope!r} scope.")
@@ -124,22 +166,30 @@ def verify_access_token(
         expires_at=int(claims["exp"]),
         cnf=cnf if isinstance(cnf, dict) else None,
         grant_id=claims.get("gid"),
+        client_fapi=state.client_fapi,
         claims=claims,
     )
 
 
-def _check_not_revoked(session: Session, claims: dict[str, Any]) -> None:
-    """RFC 7009: a user's token dies with its family (code reuse, refresh reuse, revocation,
+def _token_state(session: Session, kid: str, unverified: dict[str, Any]) -> Row[Any]:
+    """The rows the token's validity depends on, named by its claims before the signature is
+    checked (only to know what to read: what decides is read from the verified claims).
+
+    RFC 7009: a user's token dies with its family (code reuse, refresh reuse, revocation,
     withdrawn consent); a machine token is revoked by its ``jti``."""
-    gid = claims.get("gid")
-    if gid is not None:
+    claims = unverified
+    gid = None
+    if claims.get("gid") is not None:
         try:
-            family = session.get(TokenFamily, uuid.UUID(str(gid)))
+            gid = uuid.UUID(str(claims["gid"]))
         except ValueError:
             raise InvalidToken("The access token is not valid.") from None
-        if family is None or family.revoked_at is not None:
-            raise InvalidToken("The access token has been revoked.")
-        return
     jti = claims.get("jti")
-    if isinstance(jti, str) and session.get(ReplayGuard, ("revoked_at", jti)) is not None:
-        raise InvalidToken("The access token has been revoked.")
+    client_id = claims.get("client_id")
+    params = {
+        "kid": kid,
+        "gid": gid,
+        "jti": jti if isinstance(jti, str) else "",
+        "client_id": client_id if isinstance(client_id, str) else None,
+    }
+    return session.execute(_TOKEN_STATE, params).one()

@@ -20,7 +20,10 @@ from consent.models import Notification
 from consent.notifications import collect_break_glass
 from identity.models import IdentityLink, Officer
 
-TODAY = datetime.now(UTC).date()
+
+def today():
+    """Read when a test runs, not at collection: a run may cross midnight."""
+    return datetime.now(UTC).date()
 
 
 @pytest.fixture
@@ -51,7 +54,7 @@ def case_body(who, reference="C-1", **overrides):
         "person": who,
         "capacity": "applicant",
         "purposes": ["benefit-eligibility"],
-        "starts_on": (TODAY - timedelta(days=10)).isoformat(),
+        "starts_on": (today() - timedelta(days=10)).isoformat(),
     }
     body.update(overrides)
     return body
@@ -113,7 +116,7 @@ def test_a_case_counts_only_for_its_purposes_and_period(world):
         post_case(world, case_body(person, "C-other", purposes=["child-protection"])).status_code
         == 201
     )
-    future = (TODAY + timedelta(days=3)).isoformat()
+    future = (today() + timedelta(days=3)).isoformat()
     assert post_case(world, case_body(person, "C-later", starts_on=future)).status_code == 201
     assert by_provider(income(world, person).json)[("tax", "income")]["status"] == "denied"
 
@@ -318,14 +321,14 @@ def test_listing_pages_with_a_cursor(world):
 
 def test_cases_past_their_end_stop_counting_and_are_closed_by_the_sweep(world):
     person = uncased(world)
-    post_case(world, case_body(person, ends_on=TODAY.isoformat()))
+    post_case(world, case_body(person, ends_on=today().isoformat()))
     assert by_provider(income(world, person).json)[("tax", "income")]["status"] == "ok"
     with session_of(world) as session:
         session.execute(
             text(
                 "UPDATE case_registration SET ends_on = :d, starts_on = :d WHERE reference = 'C-1'"
             ),
-            {"d": TODAY - timedelta(days=1)},
+            {"d": today() - timedelta(days=1)},
         )
         session.commit()
     assert by_provider(income(world, person).json)[("tax", "income")]["status"] == "denied"

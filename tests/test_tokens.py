@@ -17,10 +17,13 @@ import pytest
 from click.testing import CliRunner
 from identity_helpers import add_client, assertion, new_key, token_form
 from jose import jwt as jose_jwt
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from broker.agency_client import ClientKey, fetch_token
+from broker.models import Agency
+from identity.clients import register_client
 from identity.keys import SigningKeyUnavailable, load_private
+from identity.models import ClientKey as ClientKeyRow
 from identity.models import SigningKey
 
 ISSUER = "https://broker.test"
@@ -186,6 +189,27 @@ def test_unknown_and_disabled_clients_are_refused(app, client):
     stranger = new_key()
     signed = assertion(stranger, client_id="nobody")
     assert error_of(post_token(client, token_form(signed))) == "invalid_client"
+
+
+def test_a_suspended_agency_or_disabled_key_cannot_authenticate_any_active_key_can(app, client):
+    first, second = new_key(), new_key()
+    with app.extensions["casebroker.db"].session() as session:
+        session.add(Agency(id="tax", name="Tax", sector="test"))
+        jwks = [first.as_dict(private=False), second.as_dict(private=False)]
+        register_client(session, "tax-cms", "tax", "Tax CMS", jwks)
+    for key in (first, second):
+        assert post_token(client, token_form(assertion(key))).status_code == 200
+
+    with app.extensions["casebroker.db"].session() as session:
+        session.execute(
+            update(ClientKeyRow).where(ClientKeyRow.kid == second.kid).values(status="disabled")
+        )
+    assert error_of(post_token(client, token_form(assertion(second)))) == "invalid_client"
+    assert post_token(client, token_form(assertion(first))).status_code == 200
+
+    with app.extensions["casebroker.db"].session() as session:
+        session.execute(update(Agency).where(Agency.id == "tax").values(status="suspended"))
+    assert error_of(post_token(client, token_form(assertion(first)))) == "invalid_client"
 
 
 def test_unsupported_grant_and_missing_parameters(app, client):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, insert, or_, select, update
+from sqlalchemy import Date, Uuid, bindparam, exists, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 import audit
@@ -346,6 +346,37 @@ def close_ended(session: Session, now: datetime | None = None, batch: int = 1000
         closed += len(cases)
 
 
+_case = Case.__table__.c
+_case_purpose = CasePurpose.__table__.c
+_assignee = CaseAssignee.__table__.c
+_on = bindparam("on", type_=Date)
+
+#: The requester's live cases on the person for the purpose, each with whether the officer
+#: is assigned to it: one statement, built once (it runs on every lookup).
+_LIVE_CASES = (
+    select(
+        _case.reference,
+        _case.capacity_id,
+        exists()
+        .where(
+            _assignee.case_id == _case.id,
+            _assignee.officer_id == bindparam("officer", type_=Uuid),
+        )
+        .label("assigned"),
+    )
+    .join(CasePurpose.__table__, _case_purpose.case_id == _case.id)
+    .where(
+        _case.agency_id == bindparam("agency"),
+        _case.person_id == bindparam("person", type_=Uuid),
+        _case.status == "open",
+        _case.starts_on <= _on,
+        or_(_case.ends_on.is_(None), _case.ends_on >= _on),
+        _case_purpose.purpose_id == bindparam("purpose"),
+    )
+    .order_by(_case.reference)
+)
+
+
 def case_facts(
     session: Session,
     agency: str,
@@ -355,42 +386,21 @@ def case_facts(
     now: datetime,
 ) -> CaseFacts:
     """The requester's live cases on the person for the purpose, read at decision time."""
-    on = today(now)
-    rows = session.execute(
-        select(Case.id, Case.reference, Case.capacity_id)
-        .join(CasePurpose, CasePurpose.case_id == Case.id)
-        .where(
-            Case.agency_id == agency,
-            Case.person_id == person_id,
-            Case.status == "open",
-            Case.starts_on <= on,
-            or_(Case.ends_on.is_(None), Case.ends_on >= on),
-            CasePurpose.purpose_id == purpose,
-        )
-        .order_by(Case.reference)
-    ).all()
+    params = {
+        "agency": agency,
+        "person": person_id,
+        "purpose": purpose,
+        "on": today(now),
+        "officer": _officer_uuid(officer),
+    }
+    rows = session.execute(_LIVE_CASES, params).all()
     if not rows:
         return CaseFacts(False)
-    assigned = False
-    officer_id = _officer_uuid(officer)
-    if officer_id is not None:
-        assigned = bool(
-            session.scalar(
-                select(
-                    exists().where(
-                        and_(
-                            CaseAssignee.case_id.in_([row.id for row in rows]),
-                            CaseAssignee.officer_id == officer_id,
-                        )
-                    )
-                )
-            )
-        )
     return CaseFacts(
         True,
         tuple(row.reference for row in rows),
         tuple(dict.fromkeys(row.capacity_id for row in rows)),
-        assigned,
+        any(row.assigned for row in rows),
     )
 
 

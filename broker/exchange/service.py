@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -23,11 +23,63 @@ import consent
 from broker.cases.service import CaseFacts, case_facts
 from broker.exchange.sources import SourceCaller, SourceSpec
 from broker.models import Agency, DataCategory, Purpose, Source, SourceCategory
-from consent.models import Consent
 from identity.models import IdentityLink
 from policies import Decision, DecisionRequest, PolicyEngine, PurposeCapError, check_purpose_request
 
 log = logging.getLogger("casebroker.exchange")
+
+
+_purpose = Purpose.__table__.c
+_category = DataCategory.__table__.c
+_link = IdentityLink.__table__
+_asked = _link.alias("asked")
+_source = Source.__table__.c
+_agency = Agency.__table__.c
+_provides = SourceCategory.__table__.c
+
+# The registry and identity reads of a lookup, built once: a lookup pays only for running them.
+_PURPOSE = select(_purpose.id, _purpose.break_glass_allowed, _purpose.justification_required).where(
+    _purpose.id == bindparam("purpose")
+)
+_CATEGORIES = select(_category.id, _category.sensitivity, _category.fields).where(
+    _category.id.in_(bindparam("categories", expanding=True))
+)
+#: Every agency's links to the person the requester names with its own identifier.
+_PERSON_LINKS = (
+    select(_link.c.person_id, _link.c.agency_id, _link.c.scheme, _link.c.value)
+    .join(_asked, _asked.c.person_id == _link.c.person_id)
+    .where(
+        _asked.c.agency_id == bindparam("agency"),
+        _asked.c.scheme == bindparam("scheme"),
+        _asked.c.value == bindparam("value"),
+    )
+)
+#: The other agencies' active sources of a wanted category, with every category they provide.
+_TARGETS = (
+    select(
+        _source.id,
+        _source.agency_id,
+        _source.adapter,
+        _source.config,
+        _source.timeout_ms,
+        _category.id.label("category_id"),
+        _category.fields,
+    )
+    .join(Agency.__table__, _agency.id == _source.agency_id)
+    .join(SourceCategory.__table__, _provides.source_id == _source.id)
+    .join(DataCategory.__table__, _category.id == _provides.category_id)
+    .where(
+        _source.status == "active",
+        _agency.status == "active",
+        _source.agency_id != bindparam("requester"),
+        _source.id.in_(
+            select(_provides.source_id).where(
+                _provides.category_id.in_(bindparam("categories", expanding=True))
+            )
+        ),
+    )
+    .order_by(_source.agency_id, _source.id, _category.id)
+)
 
 
 class LookupRejected(Exception):
@@ -66,7 +118,8 @@ class Target:
 
     source: SourceSpec
     provider: str
-    category: DataCategory
+    #: The category's ``id``, ``sensitivity`` and ``fields``.
+    category: Row[Any]
     identifier: str | None
     decision: Decision | None = None
     #: The fields that may leave: the obligation's, narrowed by the consent it relied on.
@@ -101,8 +154,8 @@ class LookupService:
     def run(self, caller: Caller, request: LookupRequest) -> LookupResult:
         purpose, break_glass = self._check_purpose(caller, request)
         categories = self._check_categories(request)
-        person_id = self._resolve_person(caller, request)
-        targets = self._find_targets(caller, person_id, categories)
+        person_id, identifiers = self._resolve_person(caller, request)
+        targets = self._find_targets(caller, categories, identifiers)
         consents = self._consents(caller, person_id, purpose)
         cases = case_facts(
             self.session, caller.agency, person_id, purpose.id, caller.officer, self.now
@@ -111,8 +164,8 @@ class LookupService:
         self._record(caller, request, person_id, targets, cases, break_glass)
         return self._fetch_and_shape(request, targets, break_glass)
 
-    def _check_purpose(self, caller: Caller, request: LookupRequest) -> tuple[Purpose, bool]:
-        purpose = self.session.get(Purpose, request.purpose)
+    def _check_purpose(self, caller: Caller, request: LookupRequest) -> tuple[Row[Any], bool]:
+        purpose = self.session.execute(_PURPOSE, {"purpose": request.purpose}).first()
         if purpose is None:
             raise LookupRejected(
                 422, "Unknown purpose", f"No purpose {request.purpose!r} is registered."
@@ -124,10 +177,8 @@ class LookupService:
             raise LookupRejected(422, "Purpose requirements not met", str(exc), True) from None
         return purpose, check.break_glass
 
-    def _check_categories(self, request: LookupRequest) -> list[DataCategory]:
-        rows = self.session.scalars(
-            select(DataCategory).where(DataCategory.id.in_(request.categories))
-        ).all()
+    def _check_categories(self, request: LookupRequest) -> list[Row[Any]]:
+        rows = self.session.execute(_CATEGORIES, {"categories": list(request.categories)})
         found = {row.id: row for row in rows}
         unknown = [c for c in request.categories if c not in found]
         if unknown:
@@ -136,15 +187,15 @@ class LookupService:
             )
         return [found[c] for c in request.categories]
 
-    def _resolve_person(self, caller: Caller, request: LookupRequest) -> uuid.UUID:
-        person_id = self.session.scalar(
-            select(IdentityLink.person_id).where(
-                IdentityLink.agency_id == caller.agency,
-                IdentityLink.scheme == request.scheme,
-                IdentityLink.value == request.value,
-            )
-        )
-        if person_id is None:
+    def _resolve_person(
+        self, caller: Caller, request: LookupRequest
+    ) -> tuple[uuid.UUID, dict[str, dict[str, str]]]:
+        """The person's internal id and every agency's identifiers for them, by scheme."""
+        links = self.session.execute(
+            _PERSON_LINKS,
+            {"agency": caller.agency, "scheme": request.scheme, "value": request.value},
+        ).all()
+        if not links:
             self._reject(caller, request, "person", "unknown identifier")
             raise LookupRejected(
                 404,
@@ -152,70 +203,51 @@ class LookupService:
                 "Your agency has no person registered under this identifier.",
                 True,
             )
-        return person_id
+        by_agency: dict[str, dict[str, str]] = {}
+        for link in links:
+            by_agency.setdefault(link.agency_id, {})[link.scheme] = link.value
+        return links[0].person_id, by_agency
 
     def _find_targets(
-        self, caller: Caller, person_id: uuid.UUID, categories: Sequence[DataCategory]
+        self,
+        caller: Caller,
+        categories: Sequence[Row[Any]],
+        identifiers: Mapping[str, Mapping[str, str]],
     ) -> list[Target]:
-        """The other agencies' active sources providing a wanted category, and the person's
-        identifier at each; one query for the sources, one for the identifiers.
+        """The other agencies' active sources providing a wanted category, with the person's
+        identifier at each.
 
         A source's spec lists every category it provides, not only the wanted ones, so its
         adapter (kept per process, keyed by the spec) is the same whatever a lookup asks for.
         """
         wanted = {c.id: c for c in categories}
-        providing = select(SourceCategory.source_id).where(SourceCategory.category_id.in_(wanted))
         rows = self.session.execute(
-            select(
-                Source.id,
-                Source.agency_id,
-                Source.adapter,
-                Source.config,
-                Source.timeout_ms,
-                DataCategory.id,
-                DataCategory.fields,
-            )
-            .join(Agency, Agency.id == Source.agency_id)
-            .join(SourceCategory, SourceCategory.source_id == Source.id)
-            .join(DataCategory, DataCategory.id == SourceCategory.category_id)
-            .where(
-                Source.status == "active",
-                Agency.status == "active",
-                Source.agency_id != caller.agency,
-                Source.id.in_(providing),
-            )
-            .order_by(Source.agency_id, Source.id, DataCategory.id)
+            _TARGETS, {"categories": list(wanted), "requester": caller.agency}
         ).all()
-        links = self.session.execute(
-            select(IdentityLink.agency_id, IdentityLink.scheme, IdentityLink.value).where(
-                IdentityLink.person_id == person_id
-            )
-        ).all()
-        by_agency: dict[str, dict[str, str]] = {}
-        for agency_id, scheme, value in links:
-            by_agency.setdefault(agency_id, {})[scheme] = value
-        sources: dict[str, tuple[tuple[Any, ...], dict[str, tuple[str, ...]]]] = {}
-        for source_id, agency_id, adapter, config, timeout_ms, category_id, fields in rows:
-            row = (source_id, agency_id, adapter, config, timeout_ms)
-            sources.setdefault(source_id, (row, {}))[1][category_id] = tuple(fields)
+        sources: dict[str, tuple[Row[Any], dict[str, tuple[str, ...]]]] = {}
+        for row in rows:
+            sources.setdefault(row.id, (row, {}))[1][row.category_id] = tuple(row.fields)
         targets = []
-        for (source_id, agency_id, adapter, config, timeout_ms), provided in sources.values():
-            spec = SourceSpec(source_id, adapter, dict(config), provided, timeout_ms / 1000)
-            schemes = by_agency.get(agency_id, {})
+        for source, provided in sources.values():
+            config = dict(source.config)
+            spec = SourceSpec(source.id, source.adapter, config, provided, source.timeout_ms / 1000)
+            schemes = identifiers.get(source.agency_id, {})
             scheme = config.get("identifier_scheme")
             identifier = schemes.get(scheme) if scheme else next(iter(schemes.values()), None)
             for category_id in provided:
                 if category_id in wanted:
-                    targets.append(Target(spec, agency_id, wanted[category_id], identifier))
+                    targets.append(Target(spec, source.agency_id, wanted[category_id], identifier))
         return targets
 
-    def _consents(self, caller: Caller, person_id: uuid.UUID, purpose: Purpose) -> list[Consent]:
+    def _consents(
+        self, caller: Caller, person_id: uuid.UUID, purpose: Row[Any]
+    ) -> Sequence[Row[Any]]:
         """Read at decision time from the consent table: a revocation committed before this
         statement is seen by it, on every node; a consent past its window no longer counts."""
         return consent.in_force(self.session, person_id, caller.agency, purpose.id, self.now)
 
     @staticmethod
-    def _covering(consents: Sequence[Consent], provider: str, category: str) -> list[Consent]:
+    def _covering(consents: Sequence[Row[Any]], provider: str, category: str) -> list[Row[Any]]:
         return [
             c
             for c in consents
@@ -224,7 +256,7 @@ class LookupService:
 
     @staticmethod
     def _effective_fields(
-        decision: Decision, category: DataCategory, covering: Sequence[Consent]
+        decision: Decision, category: Row[Any], covering: Sequence[Row[Any]]
     ) -> tuple[str, ...]:
         """The obligation's fields that the category has; where the permit rests on consent,
         only those some covering consent allows (a consent naming no fields allows all)."""
@@ -244,7 +276,7 @@ class LookupService:
         caller: Caller,
         request: LookupRequest,
         targets: list[Target],
-        consents: Sequence[Consent],
+        consents: Sequence[Row[Any]],
         cases: CaseFacts,
         break_glass: bool,
     ) -> None:
@@ -391,7 +423,7 @@ class LookupService:
         return result
 
 
-def _permitted_fields(decision: Decision, category: DataCategory) -> tuple[str, ...]:
+def _permitted_fields(decision: Decision, category: Row[Any]) -> tuple[str, ...]:
     """The obligation's fields that the category really has, in the category's order."""
     permitted = set(decision.obligations.fields if decision.obligations else ())
     return tuple(f for f in category.fields if f in permitted)

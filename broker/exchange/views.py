@@ -20,7 +20,6 @@ from broker.exchange.service import (
 )
 from broker.problems import Problem, ServiceUnavailableProblem, ValidationProblem
 from identity.dpop import DPoPError, current_nonce, verify_proof
-from identity.models import Client
 from identity.server import RESOURCE_PATH
 from identity.tokens import InvalidToken, verify_access_token
 
@@ -82,8 +81,8 @@ def authenticate(scope: str) -> Caller:
         raise TokenProblem(exc, scheme) from None
     bound = (token_info.cnf or {}).get("jkt")
     if scheme.lower() == "bearer":
-        client = session.get(Client, token_info.client_id)
-        if bound or client is None or client.is_fapi:
+        registered_non_fapi = token_info.client_fapi is not None and not token_info.client_fapi
+        if bound or not registered_non_fapi:
             raise TokenProblem(
                 InvalidToken("This token must be used with the DPoP scheme and a proof."), "DPoP"
             )

@@ -1,0 +1,43 @@
+"""Single-use values shared by every process: client assertion and DPoP proof ``jti``.
+
+A value is burned by inserting it in a transaction of its own: the primary key makes a second
+insert of it fail in every process sharing the database, and the commit makes the burn stand
+even when the request that carried it fails later. The statements are built once; they run
+on every token request.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, bindparam, delete, insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from identity.models import ReplayGuard
+
+_guard = ReplayGuard.__table__
+_BURN = insert(_guard)
+_SWEEP = delete(_guard).where(_guard.c.expires_at < bindparam("now", type_=DateTime(timezone=True)))
+
+
+def burn(
+    sessions: sessionmaker[Session], namespace: str, digest: str, expires_at: datetime
+) -> bool:
+    """Burn ``digest`` (a hex SHA-256) in ``namespace``; False when it was burned before.
+
+    About one call in 256 (those whose digest starts with ``00``) also deletes the entries
+    past their expiry, of every namespace: no scheduler is needed to keep the table small.
+    """
+    with sessions() as session:
+        try:
+            with session.begin():
+                session.execute(
+                    _BURN, {"namespace": namespace, "value": digest, "expires_at": expires_at}
+                )
+        except IntegrityError:
+            return False
+        if digest.startswith("00"):
+            with session.begin():
+                session.execute(_SWEEP, {"now": datetime.now(UTC)})
+    return True
