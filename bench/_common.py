@@ -13,10 +13,12 @@ CPU it used per request, so a reader can tell how much of the machine the server
 from __future__ import annotations
 
 import contextlib
+import cProfile
 import http.client
 import multiprocessing
 import os
 import platform
+import pstats
 import resource
 import shutil
 import socket
@@ -27,11 +29,14 @@ import threading
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+from rich.table import Table
 
 #: Load goes to the loopback interface only, never to another host.
 LOOPBACK = "127.0.0.1"
@@ -369,6 +374,9 @@ def _client_loop(
                 sock = None
             if started >= measure_from:
                 client.error(type(exc).__name__, str(exc))
+            # Never resend it: the server may have handled it before the connection broke,
+            # and a single-use request (a client assertion, a DPoP proof) sent again is a replay.
+            position += stride
             time.sleep(0.01)  # a refused connection must not become a busy loop
             continue
         finished = clock()
@@ -659,3 +667,52 @@ def postgres_database(admin_url: str, label: str) -> Iterator[str]:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+# --- profiling ---------------------------------------------------------------------------
+
+
+def per_call(fn: Callable[[int], Any], count: int, warmup: int = 100) -> float:
+    """Seconds per call of ``fn(i)`` over ``count`` calls, after ``warmup`` uncounted ones."""
+    for i in range(min(warmup, count)):
+        fn(i)
+    started = time.perf_counter()
+    for i in range(count):
+        fn(i)
+    return (time.perf_counter() - started) / count
+
+
+def short_path(filename: str) -> str:
+    """A profile location without machine paths: package-relative where possible."""
+    for marker in ("site-packages/", "dist-packages/", "lib/python3"):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    root = str(BENCH_DIR.parent) + os.sep
+    return filename.removeprefix(root)
+
+
+def print_profile(
+    console: Console, profile: cProfile.Profile, count: int, top: int, unit: str
+) -> None:
+    """cProfile's top functions by cumulative and by own time, in ms per ``unit``."""
+    stats = pstats.Stats(profile)
+    entries = []
+    for (filename, line, name), (_cc, calls, own, cumulative, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        where = f"{short_path(filename)}:{line}({name})" if line else name
+        entries.append((cumulative, own, calls, where))
+    for title, key in (("cumulative", 0), ("own time", 1)):
+        table = Table(
+            f"ms/{unit} cum.",
+            f"ms/{unit} own",
+            f"calls/{unit}",
+            "function",
+            title=f"cProfile, request thread, top {top} by {title} ({count} {unit}s)",
+        )
+        for cumulative, own, calls, where in sorted(entries, key=lambda e: -e[key])[:top]:
+            table.add_row(
+                f"{cumulative / count * 1000:.3f}",
+                f"{own / count * 1000:.3f}",
+                f"{calls / count:.1f}",
+                where,
+            )
+        console.print(table)

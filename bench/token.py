@@ -1,6 +1,7 @@
 """Token endpoint and password login throughput under gunicorn, against a bare Flask endpoint.
 
     python bench/token.py [--db sqlite|postgresql|both] [--duration 10] [--concurrency 32]
+    python bench/token.py --profile [--db sqlite] [--grants 1000]
 
 For each database a fresh broker is migrated and seeded in a temporary folder (and, for
 PostgreSQL, a temporary database on the server named by ``--pg-url``, dropped at the end):
@@ -14,7 +15,9 @@ same load generator as ``bench/lookup.py``:
   each request posts the CSRF token of a session fetched before the run;
 - the bare Flask JSON endpoint (``bench/_bare.py``) taking the token requests' bytes.
 
-It prints each rate, latency and CPU per request, and the ratios to the bare endpoint. This is
+It prints each rate, latency and CPU per request, and the ratios to the bare endpoint.
+``--profile`` runs grants in this process through Flask's test client instead: time per grant
+against the bare endpoint's, then cProfile's top functions. This is
 a measurement: it exits 0 whether the figures are good or bad (non-zero only when a run could
 not be set up).
 """
@@ -26,6 +29,8 @@ import _path  # noqa: F401  (first: see _path.py)
 # isort: split
 
 import argparse
+import contextlib
+import cProfile
 import functools
 import http.client
 import re
@@ -35,6 +40,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 from _common import (
@@ -49,8 +55,10 @@ from _common import (
     free_port,
     http_request,
     machine_summary,
+    per_call,
     postgres_database,
     print_errors,
+    print_profile,
     result_row,
     run_load,
     temporary_folder,
@@ -60,6 +68,7 @@ from rich.table import Table
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+FORM = "application/x-www-form-urlencoded"
 CLIENT_ID = "bench-cms"
 USERNAME = "bench-citizen"
 PASSWORD = "bench-password-" + "x" * 8
@@ -128,16 +137,16 @@ def seed_instance(db: str, folder: Path, database_url: str | None) -> Instance:
     return Instance(db, folder, port, env, key.as_dict(private=True))
 
 
-def token_requests(instance: Instance, count: int, path: str = "/token") -> list[bytes]:
-    """``count`` distinct grant requests: a fresh assertion and DPoP proof (one DPoP key per
-    simulated client) in each, signed now and valid for the next minute."""
+def grant_forms(instance: Instance, count: int) -> list[tuple[bytes, str]]:
+    """``count`` distinct grants as (form body, DPoP proof): a fresh assertion and proof (one
+    DPoP key per simulated client) in each, signed now and valid for the next two minutes."""
     from joserfc import jwt
     from joserfc.jwk import ECKey
 
     client_key = ECKey.import_key(instance.client_key)
     dpop_keys = [ECKey.generate_key("P-256") for _ in range(32)]
     now = int(time.time())
-    requests = []
+    grants = []
     for index in range(count):
         claims = {
             "iss": CLIENT_ID,
@@ -167,9 +176,16 @@ def token_requests(instance: Instance, count: int, path: str = "/token") -> list
                 "client_assertion": signed,
             }
         ).encode()
-        headers = {"Content-Type": "application/x-www-form-urlencoded", "DPoP": proof}
-        requests.append(http_request("POST", path, body, headers))
-    return requests
+        grants.append((body, proof))
+    return grants
+
+
+def token_requests(instance: Instance, count: int, path: str = "/token") -> list[bytes]:
+    """``count`` distinct grant requests, as raw HTTP for the load generator."""
+    return [
+        http_request("POST", path, body, {"Content-Type": FORM, "DPoP": proof})
+        for body, proof in grant_forms(instance, count)
+    ]
 
 
 def login_requests(port: int, count: int) -> list[bytes]:
@@ -297,6 +313,66 @@ def run_benchmark(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def run_profile(args: argparse.Namespace) -> int:
+    """Grants in this process through Flask's test client: time per grant against the bare
+    endpoint's, then cProfile's top functions. It is how to find what to speed up."""
+    from _bare import app as bare_app
+
+    from broker.app import create_app
+
+    console.print(f"machine: {machine_summary()}")
+    for db in ["sqlite", "postgresql"] if args.db == "both" else [args.db]:
+        with contextlib.ExitStack() as stack:
+            folder = stack.enter_context(
+                temporary_folder(f"casebroker-profile-token-{db}-", keep=args.keep)
+            )
+            url = (
+                None
+                if db == "sqlite"
+                else stack.enter_context(postgres_database(args.pg_url, "token"))
+            )
+            instance = seed_instance(db, folder, url)
+            app = create_app(environ=instance.env)
+            client, bare = app.test_client(), bare_app.test_client()
+            count = args.grants
+            grants = iter(grant_forms(instance, 3 * count + 100))
+
+            def grant(
+                _: int, client: Any = client, grants: Any = grants, base: str = instance.issuer
+            ) -> None:
+                body, proof = next(grants)
+                response = client.post(
+                    "/token",
+                    data=body,
+                    headers={"DPoP": proof},
+                    content_type=FORM,
+                    base_url=base,
+                )
+                if response.status_code != 200:
+                    raise RuntimeError(f"token endpoint answered {response.status_code}")
+
+            def bare_request(_: int, bare: Any = bare) -> None:
+                bare.post("/", data=b"grant_type=client_credentials", content_type=FORM)
+
+            per_grant = per_call(grant, count)
+            per_bare = per_call(bare_request, count)
+            console.print(
+                f"\n[bold]{db}[/]: in-process, one thread, Flask test client, {count} grants: "
+                f"{per_grant * 1000:.2f} ms per grant, {per_bare * 1000:.3f} ms per bare "
+                f"request ({per_bare / per_grant:.1%} of a grant)"
+            )
+            profile = cProfile.Profile()
+            profile.enable()
+            try:
+                for i in range(count):
+                    grant(i)
+            finally:
+                profile.disable()
+            print_profile(console, profile, count, args.top, "grant")
+            app.extensions["casebroker.db"].engine.dispose()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="sqlite")
@@ -316,8 +392,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--expected-login-rate", type=float, default=40.0)
     parser.add_argument("--keep", action="store_true", help="Keep the temporary folder.")
+    parser.add_argument("--profile", action="store_true", help="profile in-process instead")
+    parser.add_argument("--grants", type=int, default=1000, help="grants per profile pass")
+    parser.add_argument("--top", type=int, default=25, help="functions listed by the profile")
     args = parser.parse_args(argv)
-    return run_benchmark(args)
+    if not 1 <= args.grants <= 100_000:
+        parser.error("--grants must be in [1, 100000]")
+    return run_profile(args) if args.profile else run_benchmark(args)
 
 
 if __name__ == "__main__":
