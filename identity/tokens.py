@@ -74,26 +74,24 @@ def _import(kid: str, jwk: Any) -> ECKey | RSAKey | OKPKey:
     return _public_key(kid, json.dumps(jwk, sort_keys=True))
 
 
-def _published_key(session: Session, kid: str) -> ECKey | RSAKey | OKPKey:
-    params = {"kid": kid, "gid": None, "jti": "", "client_id": None}
-    return _import(kid, session.execute(_TOKEN_STATE, params).one().jwk)
-
-
 _keys = SigningKey.__table__.c
 _families = TokenFamily.__table__.c
 _guards = ReplayGuard.__table__.c
 _clients = Client.__table__.c
 
+_KEY_JWK = (
+    select(_keys.public_jwk)
+    .where(_keys.kid == bindparam("kid"), _keys.status.in_(PUBLISHED_STATES))
+    .scalar_subquery()
+)
+_PUBLISHED_KEY = select(_KEY_JWK.label("jwk"))
 #: Everything a token's validity depends on besides its own bytes, in one round trip: the
 #: published key its ``kid`` names, whether its family or its ``jti`` is revoked, and whether
 #: its client is registered for FAPI. Read fresh on every request (a revocation or a key
 #: withdrawal committed by any process counts at once); built once, so only its execution
 #: costs per request.
 _TOKEN_STATE = select(
-    select(_keys.public_jwk)
-    .where(_keys.kid == bindparam("kid"), _keys.status.in_(PUBLISHED_STATES))
-    .scalar_subquery()
-    .label("jwk"),
+    _KEY_JWK.label("jwk"),
     select(_families.revoked_at.is_(None))
     .where(_families.id == bindparam("gid", type_=Uuid))
     .scalar_subquery()
@@ -106,6 +104,10 @@ _TOKEN_STATE = select(
     .scalar_subquery()
     .label("client_fapi"),
 )
+
+
+def _published_key(session: Session, kid: str) -> ECKey | RSAKey | OKPKey:
+    return _import(kid, session.execute(_PUBLISHED_KEY, {"kid": kid}).scalar())
 
 
 def verify_access_token(
