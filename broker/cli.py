@@ -15,6 +15,7 @@ from broker.config import ConfigError
 from broker.db import get_db
 from broker.demo import demo_command
 from broker.migrate import current_revision, head_revision, upgrade
+from broker.registry.cli import registry_group
 from consent.cli import consent_group, notifications_group
 from policies.cli import policy_group
 
@@ -67,6 +68,7 @@ cli.add_command(policy_group)
 cli.add_command(consent_group)
 cli.add_command(notifications_group)
 cli.add_command(cases_group)
+cli.add_command(registry_group)
 cli.add_command(token_command)
 cli.add_command(lookup_command)
 

@@ -269,6 +269,57 @@ PURPOSES: tuple[PurposeSpec, ...] = (
     ),
 )
 
+#: The registry's French names and descriptions (``labels``), for the portal and notices.
+FRENCH: dict[str, dict[str, tuple[str, str]]] = {
+    "agency": {
+        "tax": ("Administration fiscale", ""),
+        "health": ("Service de santé", ""),
+        "social-services": ("Services sociaux", ""),
+        "vehicle-registry": ("Registre des véhicules", ""),
+    },
+    "category": {
+        "income": ("Revenus", "Revenus déclarés par année d'imposition."),
+        "address": ("Adresse", "Adresses enregistrées, la plus récente d'abord."),
+        "benefits": (
+            "Prestations",
+            "Prestations sociales versées ou passées, et l'équipe qui suit chacune.",
+        ),
+        "health.summary": (
+            "Résumé de santé",
+            "Résumé d'urgence ; allergies et pathologies séparées par « ; », vide si aucune.",
+        ),
+        "vehicle": ("Véhicules", "Véhicules immatriculés au nom de la personne."),
+    },
+    "purpose": {
+        "benefit-eligibility": (
+            "Droit aux prestations",
+            "Décider si une personne a droit à une prestation, et à quel taux.",
+        ),
+        "child-protection": (
+            "Protection de l'enfance",
+            "Évaluer un danger pour un enfant et y répondre.",
+        ),
+        "emergency-care": (
+            "Soins d'urgence",
+            "Soigner une personne qui ne peut pas consentir, en urgence.",
+        ),
+        "tax-assessment": ("Calcul de l'impôt", "Établir l'impôt dû par une personne."),
+        "road-safety": (
+            "Sécurité routière",
+            "Faire respecter les règles de sécurité routière au détenteur d'un véhicule.",
+        ),
+    },
+}
+
+
+def french_labels(kind: str, key: str) -> dict[str, Any] | None:
+    """The ``labels`` value of a demo registry row: its French name and description."""
+    name, description = FRENCH[kind].get(key, ("", ""))
+    if not name:
+        return None
+    return {"fr": {"name": name, **({"description": description} if description else {})}}
+
+
 #: Known passwords, for the demo only: seeding refuses production instances for this reason.
 #: What the demo's case-management clients may do: look up, register their cases, ask for
 #: consent.
@@ -609,7 +660,8 @@ def generate_population(seed: int, count: int) -> list[SeedPerson]:
 
 
 def _seed_registry(state: _Seeding) -> None:
-    """Agencies, categories and purposes; rows that exist are kept as they are."""
+    """Agencies, categories and purposes; rows that exist are kept as they are (only French
+    labels are added where a row from an older demo has none)."""
     session = state.session
     for agency in AGENCIES:
         if session.get(Agency, agency.id) is None:
@@ -637,6 +689,12 @@ def _seed_registry(state: _Seeding) -> None:
                     justification_required=purpose.justification_required,
                 )
             )
+    session.flush()
+    for kind, model in (("agency", Agency), ("category", DataCategory), ("purpose", Purpose)):
+        for key in FRENCH[kind]:
+            row = session.get(model, key)
+            if row is not None and row.labels is None:
+                row.labels = french_labels(kind, key)
     session.flush()
 
 

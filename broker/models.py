@@ -32,6 +32,8 @@ class Agency(Base):
     sector: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Other languages: ``{"fr": {"name": ...}}``; the columns are English.
+    labels: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     sources: Mapped[list[Source]] = relationship(back_populates="agency")
 
@@ -49,6 +51,8 @@ class DataCategory(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     sensitivity: Mapped[str] = mapped_column(String(16))
     fields: Mapped[list[str]] = mapped_column(JSONType)
+    #: Other languages: ``{"fr": {"name": ..., "description": ...}}``; the columns are English.
+    labels: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
 
 class SourceCategory(Base):
@@ -103,3 +107,5 @@ class Purpose(Base):
     max_consent_days: Mapped[int | None] = mapped_column(Integer)
     break_glass_allowed: Mapped[bool] = mapped_column(Boolean, default=False)
     justification_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Other languages: ``{"fr": {"name": ..., "description": ...}}``; the columns are English.
+    labels: Mapped[dict[str, Any] | None] = mapped_column(JSONType)

@@ -39,7 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from audit.models import AuditEvent
-from broker.models import Agency, DataCategory, Purpose
+from broker.registry.names import Names
 from consent.errors import NotificationNotFound
 from consent.models import CitizenContact, Consent, Notification, OutboxCursor
 
@@ -350,7 +350,7 @@ def list_notifications(
     if unread_only:
         query = query.where(Notification.read_at.is_(None))
     rows = session.scalars(query.order_by(Notification.id.desc()).limit(min(limit, MAX_LIST)))
-    names = _Names(session)
+    names = Names(session)
     views = []
     for row in rows:
         subject, text = render(row.kind, row.payload, names, portal_url)
@@ -398,66 +398,70 @@ def set_contact_email(session: Session, person_id: uuid.UUID, email: str | None)
 # --- rendering ------------------------------------------------------------------------------
 
 
-class _Names:
-    """Display names of agencies, purposes and categories, read once per use."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self._cache: dict[tuple[type, str], str] = {}
-
-    def of(self, model: type[Agency] | type[Purpose] | type[DataCategory], key: str | None) -> str:
-        if not key:
-            return ""
-        if (model, key) not in self._cache:
-            row = self.session.get(model, key)
-            self._cache[(model, key)] = row.name if row is not None else key
-        return self._cache[(model, key)]
-
-
-def render(
-    kind: str, payload: Mapping[str, Any], names: _Names, portal_url: str
-) -> tuple[str, str]:
+def render(kind: str, payload: Mapping[str, Any], names: Names, portal_url: str) -> tuple[str, str]:
     """Subject and plain text, in English then French: the broker knows no language preference
-    for a citizen, and official notices go out in both."""
+    for a citizen, and official notices go out in both. Each part names the agencies, purposes
+    and categories in its own language."""
     where = f"\n\n{portal_url}\n" if portal_url else "\n"
     if kind == "consent.requested":
-        agency = names.of(Agency, payload.get("grantee"))
-        purpose = names.of(Purpose, payload.get("purpose"))
-        cats = ", ".join(names.of(DataCategory, c) for c in payload.get("categories", []))
+        en, fr = _terms(names, payload, "grantee")
         return (
-            f"{agency} asks for your consent / demande votre consentement",
-            f"{agency} asks for your consent to see: {cats}, for: {purpose}. "
+            f"{en.agency} asks for your consent / {fr.agency} demande votre consentement",
+            f"{en.agency} asks for your consent to see: {en.categories}, for: {en.purpose}. "
             "Approve or decline it in the citizen portal.\n\n"
-            f"{agency} demande votre consentement pour consulter : {cats}, pour : {purpose}. "
-            "Acceptez ou refusez dans le portail citoyen." + where,
+            f"{fr.agency} demande votre consentement pour consulter : {fr.categories}, "
+            f"pour : {fr.purpose}. Acceptez ou refusez dans le portail citoyen." + where,
         )
     if kind == "consent.expiring":
-        agency = names.of(Agency, payload.get("grantee"))
-        purpose = names.of(Purpose, payload.get("purpose"))
+        en, fr = _terms(names, payload, "grantee")
         until = str(payload.get("valid_until", ""))[:10]
         return (
-            f"Your consent to {agency} ends on {until} / Votre consentement prend fin le {until}",
-            f"Your consent to {agency} for {purpose} ends on {until}. "
+            f"Your consent to {en.agency} ends on {until} / "
+            f"Votre consentement à {fr.agency} prend fin le {until}",
+            f"Your consent to {en.agency} for {en.purpose} ends on {until}. "
             "Nothing is needed if you do not want to renew it.\n\n"
-            f"Votre consentement à {agency} pour {purpose} prend fin le {until}. "
+            f"Votre consentement à {fr.agency} pour {fr.purpose} prend fin le {until}. "
             "Aucune action n'est nécessaire si vous ne souhaitez pas le renouveler." + where,
         )
     if kind == "access.break_glass":
-        agency = names.of(Agency, payload.get("requester"))
-        purpose = names.of(Purpose, payload.get("purpose"))
-        seen = ", ".join(
-            f"{names.of(DataCategory, a.get('category'))} ({names.of(Agency, a.get('provider'))})"
-            for a in payload.get("access", [])
-        )
+        en, fr = _terms(names, payload, "requester")
         when = str(payload.get("time", ""))[:16].replace("T", " ")
         return (
             "Emergency access to your data / Accès d'urgence à vos données",
-            f"On {when} UTC, {agency} used emergency (break-glass) access to see: {seen}, "
-            f"for: {purpose}. The access was recorded and is reviewed by oversight.\n\n"
-            f"Le {when} UTC, {agency} a utilisé un accès d'urgence pour consulter : {seen}, "
-            f"pour : {purpose}. L'accès a été enregistré et fait l'objet d'un contrôle." + where,
+            f"On {when} UTC, {en.agency} used emergency (break-glass) access to see: "
+            f"{en.accessed}, for: {en.purpose}. The access was recorded and is reviewed by "
+            "oversight.\n\n"
+            f"Le {when} UTC, {fr.agency} a utilisé un accès d'urgence pour consulter : "
+            f"{fr.accessed}, pour : {fr.purpose}. L'accès a été enregistré et fait l'objet "
+            "d'un contrôle." + where,
         )
     raise ValueError(f"unknown notification kind {kind!r}")
+
+
+@dataclass(frozen=True)
+class _Terms:
+    """A notice's agency, purpose, categories and accesses, named in one language."""
+
+    agency: str
+    purpose: str
+    categories: str
+    accessed: str
+
+
+def _terms(names: Names, payload: Mapping[str, Any], agency_key: str) -> tuple[_Terms, _Terms]:
+    def named(locale: str) -> _Terms:
+        return _Terms(
+            agency=names.agency(payload.get(agency_key), locale),
+            purpose=names.purpose(payload.get("purpose"), locale),
+            categories=", ".join(names.category(c, locale) for c in payload.get("categories", [])),
+            accessed=", ".join(
+                f"{names.category(a.get('category'), locale)} "
+                f"({names.agency(a.get('provider'), locale)})"
+                for a in payload.get("access", [])
+            ),
+        )
+
+    return named("en"), named("fr")
 
 
 # --- delivery -------------------------------------------------------------------------------
@@ -536,7 +540,7 @@ def deliver_due(
     worker = worker or worker_id()
     report = DeliveryReport()
     ids = claim(session, worker, now or datetime.now(UTC), batch)
-    names = _Names(session)
+    names = Names(session)
     for notification_id in ids:
         row = session.get(Notification, notification_id, populate_existing=True)
         if row is None or row.claimed_by != worker:

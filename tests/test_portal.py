@@ -367,3 +367,15 @@ def test_pages_speak_french(pw):
     assert "Qui a consulté mes données" in http.get("/portal/history?lang=fr").get_data(
         as_text=True
     )
+
+
+def test_registry_names_follow_the_page_language(pw):
+    pw.request_consent("alice")
+    http = logged_in(pw)
+    english = http.get("/portal/requests?lang=en").get_data(as_text=True)
+    assert "Social Services asks for your consent" in english and "Vehicles" in english
+    french = http.get("/portal/requests?lang=fr").get_data(as_text=True)
+    assert "Services sociaux" in french and "Véhicules" in french
+    assert "Social Services" not in french and "Droit aux prestations" in french
+    agencies = http.get("/portal/agencies?lang=fr").get_data(as_text=True)
+    assert "Services sociaux" in agencies

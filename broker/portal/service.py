@@ -19,10 +19,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audit.models import AuditEvent
-from broker.models import Agency, DataCategory, Purpose
+from broker.models import Agency
+from broker.registry.names import Names, label
 from consent.models import Consent, ConsentEvent
 from consent.service import effective_status
-from identity.models import Client, IdentityLink, Officer
+from identity.models import IdentityLink
 
 #: Lookup decisions are what "who looked at my data" lists.
 ACCESS_KINDS = ("lookup.decision",)
@@ -35,37 +36,6 @@ class FilterError(ValueError):
     """A history filter the portal cannot apply; the message is shown to the citizen."""
 
 
-class Names:
-    """Plain names for agencies, purposes, categories, officers and clients, read once each."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self._cache: dict[tuple[type, Any], str] = {}
-
-    def _name(self, model: type, key: Any, attribute: str) -> str:
-        if key is None:
-            return ""
-        if (model, key) not in self._cache:
-            row = self.session.get(model, key)
-            self._cache[(model, key)] = getattr(row, attribute) if row is not None else str(key)
-        return self._cache[(model, key)]
-
-    def agency(self, key: str | None) -> str:
-        return self._name(Agency, key, "name")
-
-    def purpose(self, key: str | None) -> str:
-        return self._name(Purpose, key, "name")
-
-    def category(self, key: str | None) -> str:
-        return self._name(DataCategory, key, "name")
-
-    def officer(self, key: uuid.UUID | None) -> str:
-        return self._name(Officer, key, "display_name")
-
-    def client(self, key: str | None) -> str:
-        return self._name(Client, key, "name")
-
-
 @dataclass(frozen=True)
 class AgencyView:
     id: str
@@ -74,7 +44,7 @@ class AgencyView:
     since: datetime
 
 
-def my_agencies(session: Session, person_id: uuid.UUID) -> list[AgencyView]:
+def my_agencies(session: Session, person_id: uuid.UUID, locale: str = "en") -> list[AgencyView]:
     """The reference directory's answer to "which agencies know me", one line per agency."""
     rows = session.execute(
         select(Agency, IdentityLink.created_at)
@@ -85,8 +55,10 @@ def my_agencies(session: Session, person_id: uuid.UUID) -> list[AgencyView]:
     seen: dict[str, AgencyView] = {}
     for agency, since in rows:
         if agency.id not in seen:
-            seen[agency.id] = AgencyView(agency.id, agency.name, agency.sector, since)
-    return list(seen.values())
+            seen[agency.id] = AgencyView(
+                agency.id, label(agency, "name", locale), agency.sector, since
+            )
+    return sorted(seen.values(), key=lambda view: view.name)
 
 
 @dataclass(frozen=True)
@@ -136,16 +108,20 @@ def _consents(session: Session, person_id: uuid.UUID) -> Sequence[Consent]:
     ).all()
 
 
-def pending_requests(session: Session, person_id: uuid.UUID, now: datetime) -> list[ConsentView]:
+def pending_requests(
+    session: Session, person_id: uuid.UUID, now: datetime, locale: str = "en"
+) -> list[ConsentView]:
     """Requests the citizen can still answer (a lapsed request is no longer shown)."""
-    names = Names(session)
+    names = Names(session, locale)
     views = [consent_view(c, names, now) for c in _consents(session, person_id)]
     return [v for v in views if v.status == "requested"]
 
 
-def my_consents(session: Session, person_id: uuid.UUID, now: datetime) -> dict[str, list]:
+def my_consents(
+    session: Session, person_id: uuid.UUID, now: datetime, locale: str = "en"
+) -> dict[str, list]:
     """Granted consents by their state now: active, revoked, expired."""
-    names = Names(session)
+    names = Names(session, locale)
     grouped: dict[str, list[ConsentView]] = {"active": [], "revoked": [], "expired": []}
     for consent in _consents(session, person_id):
         view = consent_view(consent, names, now)
@@ -155,7 +131,7 @@ def my_consents(session: Session, person_id: uuid.UUID, now: datetime) -> dict[s
 
 
 def find_consent(
-    session: Session, person_id: uuid.UUID, consent_id: str, now: datetime
+    session: Session, person_id: uuid.UUID, consent_id: str, now: datetime, locale: str = "en"
 ) -> tuple[ConsentView, list[ConsentEvent]] | None:
     """One of the citizen's own consents with its history; anything else is ``None``."""
     try:
@@ -167,7 +143,7 @@ def find_consent(
     )
     if consent is None:
         return None
-    return consent_view(consent, Names(session), now), list(consent.history)
+    return consent_view(consent, Names(session, locale), now), list(consent.history)
 
 
 @dataclass(frozen=True)
@@ -235,7 +211,11 @@ class AccessView:
 
 
 def access_history(
-    session: Session, person_id: uuid.UUID, filters: HistoryFilters, limit: int = HISTORY_LIMIT
+    session: Session,
+    person_id: uuid.UUID,
+    filters: HistoryFilters,
+    limit: int = HISTORY_LIMIT,
+    locale: str = "en",
 ) -> list[AccessView]:
     """Every lookup decision about the person in the audit log, newest first."""
     query = select(AuditEvent).where(
@@ -250,7 +230,7 @@ def access_history(
     if filters.end:
         next_day = filters.end + timedelta(days=1)
         query = query.where(AuditEvent.created_at < datetime.combine(next_day, time.min))
-    names = Names(session)
+    names = Names(session, locale)
     views = []
     for event in session.scalars(query.order_by(AuditEvent.seq.desc()).limit(limit)):
         record = json.loads(event.record or "{}")
@@ -272,7 +252,9 @@ def access_history(
     return views
 
 
-def history_agencies(session: Session, person_id: uuid.UUID) -> list[tuple[str, str]]:
+def history_agencies(
+    session: Session, person_id: uuid.UUID, locale: str = "en"
+) -> list[tuple[str, str]]:
     """The agencies the filter offers: those that looked, and those that know the person."""
     looked = session.scalars(
         select(AuditEvent.requester_agency_id)
@@ -280,7 +262,7 @@ def history_agencies(session: Session, person_id: uuid.UUID) -> list[tuple[str, 
         .distinct()
     ).all()
     ids = {a for a in looked if a} | {a.id for a in my_agencies(session, person_id)}
-    names = Names(session)
+    names = Names(session, locale)
     return sorted(((i, names.agency(i)) for i in ids), key=lambda pair: pair[1])
 
 

@@ -83,6 +83,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _locale() -> str:
+    return str(get_locale() or "en")
+
+
 def _consents() -> ConsentService:
     return ConsentService(
         _db(), ConsentSettings.from_config(current_app.config), g.get("correlation_id")
@@ -107,7 +111,7 @@ def home() -> ResponseReturnValue:
     db = _db()
     return render_template(
         "portal/home.html",
-        waiting=len(service.pending_requests(db, person, _now())),
+        waiting=len(service.pending_requests(db, person, _now(), _locale())),
         unread=sum(1 for n in list_notifications(db, person, unread_only=True) if not n.read),
     )
 
@@ -125,7 +129,7 @@ def _kek() -> bytes:
 def login() -> ResponseReturnValue:
     """Start the authorization code flow at the broker's own provider."""
     pending = oidc.PendingLogin.new()
-    params = pending.authorization_params(current_app.config["ISSUER"], str(get_locale() or "en"))
+    params = pending.authorization_params(current_app.config["ISSUER"], _locale())
     response = redirect(url_for("identity_authorize.authorize") + "?" + urlencode(params), 303)
     response.set_cookie(
         _login_cookie(),
@@ -202,18 +206,20 @@ def _page(template: str, status: int = 200, **context: Any) -> Response:
 @bp.get("/agencies")
 @citizen_page
 def agencies() -> ResponseReturnValue:
-    return render_template("portal/agencies.html", agencies=service.my_agencies(_db(), g.person_id))
+    return render_template(
+        "portal/agencies.html", agencies=service.my_agencies(_db(), g.person_id, _locale())
+    )
 
 
 @bp.get("/requests")
 @citizen_page
 def requests_page() -> ResponseReturnValue:
-    waiting = service.pending_requests(_db(), g.person_id, _now())
+    waiting = service.pending_requests(_db(), g.person_id, _now(), _locale())
     return render_template("portal/requests.html", requests=waiting)
 
 
 def _own_request(consent_id: str) -> service.ConsentView:
-    found = service.find_consent(_db(), g.person_id, consent_id, _now())
+    found = service.find_consent(_db(), g.person_id, consent_id, _now(), _locale())
     if found is None or found[0].status != "requested":
         abort(404)
     return found[0]
@@ -241,12 +247,12 @@ def answer_request(consent_id: str, answer: str) -> ResponseReturnValue:
 @bp.get("/consents")
 @citizen_page
 def consents() -> ResponseReturnValue:
-    grouped = service.my_consents(_db(), g.person_id, _now())
+    grouped = service.my_consents(_db(), g.person_id, _now(), _locale())
     return render_template("portal/consents.html", groups=grouped)
 
 
 def _own_consent(consent_id: str) -> tuple[service.ConsentView, list]:
-    found = service.find_consent(_db(), g.person_id, consent_id, _now())
+    found = service.find_consent(_db(), g.person_id, consent_id, _now(), _locale())
     if found is None or found[0].status == "requested":
         abort(404)
     return found
@@ -277,7 +283,7 @@ def revoke(consent_id: str) -> ResponseReturnValue:
 
 
 def _history_filters() -> tuple[service.HistoryFilters, list[tuple[str, str]], str | None]:
-    choices = service.history_agencies(_db(), g.person_id)
+    choices = service.history_agencies(_db(), g.person_id, _locale())
     try:
         return service.HistoryFilters.parse(request.args, [c[0] for c in choices]), choices, None
     except service.FilterError as exc:
@@ -288,7 +294,7 @@ def _history_filters() -> tuple[service.HistoryFilters, list[tuple[str, str]], s
 @citizen_page
 def history() -> ResponseReturnValue:
     filters, choices, problem = _history_filters()
-    views = [] if problem else service.access_history(_db(), g.person_id, filters)
+    views = [] if problem else service.access_history(_db(), g.person_id, filters, locale=_locale())
     return _page(
         "portal/history.html",
         400 if problem else 200,
@@ -307,7 +313,7 @@ def history_export(kind: str) -> ResponseReturnValue:
     filters, _choices, problem = _history_filters()
     if problem:
         raise Problem.of(400, "Invalid filter", f"The {problem} filter is not valid.")
-    views = service.access_history(_db(), g.person_id, filters)
+    views = service.access_history(_db(), g.person_id, filters, locale=_locale())
     stamp = _now().strftime("%Y%m%d")
     if kind == "csv":
         response = Response(service.history_csv(views), mimetype="text/csv")
