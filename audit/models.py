@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -25,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from broker.db import Base
+from broker.db import Base, JSONType
 
 
 class AuditEvent(Base):
@@ -155,3 +156,19 @@ class AuditVerification(Base):
     checkpoints: Mapped[int]
     #: The first problem found (``None`` when the run passed); never an event's body.
     first_failure: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditPolicyVersion(Base):
+    """A policy set that decided at least one access: its files, kept for as long as the log.
+
+    Decision events name the version (a SHA-256 over the files); the ``policy.loaded`` event
+    of its first use carries each file's SHA-256, so the text here can be checked against the
+    tamper-evident log long after the files on disk have changed.
+    """
+
+    __tablename__ = "audit_policy_version"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_used_at: Mapped[datetime]
+    #: File name (relative to the policy directory) to its text.
+    files: Mapped[dict[str, Any]] = mapped_column(JSONType)

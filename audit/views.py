@@ -3,7 +3,8 @@
 Checkpoints, the verifier key and proofs hold hashes only, so anyone may fetch them: an agency
 proves that its lookup was logged without asking anyone's leave. Event searches, statistics and
 exports need an auditor (``audit.auth``) and are themselves audit events, committed before the
-answer leaves.
+answer leaves; so do the files of the policy sets that decided (policy text, not personal data,
+so reading them is not itself logged).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
 import audit
-from audit import checkpoints, merkle, search, tree
+from audit import checkpoints, merkle, policy_versions, search, tree
 from audit.auth import RESOURCE_PATH, Auditor, authenticate_auditor
 from audit.integrator import run as integrate
 from audit.models import AuditCheckpoint
@@ -32,6 +33,7 @@ from broker.problems import Problem, ValidationProblem
 bp = Blueprint("audit", __name__, url_prefix=RESOURCE_PATH)
 
 _NUMBER = re.compile(r"[0-9]{1,19}")
+_VERSION = re.compile(r"[0-9a-f]{64}")
 MAX_INDEX = (1 << 63) - 1
 EXPORT_FORMATS = {"csv": "text/csv", "jsonl": "application/jsonl"}
 
@@ -195,6 +197,22 @@ def stats() -> ResponseReturnValue:
     query, person = _query(paged=False)
     query = _record_access(auditor, "audit.stats", query, person)
     return jsonify(search.stats(session, query, person))
+
+
+@bp.get("/policy-versions/<version>")
+def policy_version(version: str) -> ResponseReturnValue:
+    """The files of a policy set that decided accesses (decision events name its version), to
+    check against the hashes of its ``policy.loaded`` event and to read the agreement."""
+    session = get_session()
+    authenticate_auditor(session)
+    row = policy_versions.find(session, version) if _VERSION.fullmatch(version) else None
+    if row is None:
+        raise Problem.of(
+            404, "Unknown policy version", "No access was decided by a policy set of this version."
+        )
+    return jsonify(
+        version=row.version, first_used_at=row.first_used_at.isoformat(), files=row.files
+    )
 
 
 @bp.get("/events/export")

@@ -8,6 +8,7 @@ cannot be evaluated.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -31,6 +32,9 @@ from policies.translate import cedar_request, entities_json, entity_facts
 
 log = logging.getLogger("casebroker.policies")
 
+#: Policy sets kept after they leave force, so a decision taken just before a reload can still
+#: have its version's files recorded.
+RECENT_SNAPSHOTS = 4
 #: Entities handles kept per snapshot; a lookup's batch repeats the same few combinations.
 ENTITY_CACHE_SIZE = 512
 
@@ -82,6 +86,8 @@ class Decision:
     obligations: Obligations | None
     reason: str
     errors: tuple[str, ...] = ()
+    #: The version of the policy set that decided (``None`` when none was in force).
+    policy_version: str | None = None
 
 
 def _deny(reason: str, policy_ids: tuple[str, ...] = (), errors: tuple[str, ...] = ()) -> Decision:
@@ -207,6 +213,8 @@ class PolicyEngine:
         self.reload_interval = reload_interval
         self._lock = threading.Lock()
         self._snapshot: PolicySnapshot | None = None
+        #: The last sets put in force, by version, oldest first.
+        self._recent: dict[str, PolicySnapshot] = {}
         self._last_error: str | None = None
         self._rejected: Fingerprint | None = None
         self._next_check = 0.0
@@ -253,14 +261,18 @@ class PolicyEngine:
             unavailable = _deny("policy error: no valid policy set is loaded", errors=(error,))
             return [unavailable] * len(requests)
         groups = _consistent_groups(requests)
-        if len(groups) == 1:
-            return self._decide_batch(snapshot, requests)
         decisions: list[Decision | None] = [None] * len(requests)
         for members in groups:
             batch = self._decide_batch(snapshot, [requests[i] for i in members])
             for index, decision in zip(members, batch, strict=True):
-                decisions[index] = decision
+                decisions[index] = dataclasses.replace(decision, policy_version=snapshot.version)
         return [decision for decision in decisions if decision is not None]
+
+    def files_of(self, version: str) -> dict[str, str] | None:
+        """The files of a policy set this engine has had in force, by version (the last few
+        only); what ``record`` needs to keep the text of a version that decided."""
+        snapshot = self._recent.get(version)
+        return dict(snapshot.files) if snapshot else None
 
     def _decide_batch(
         self, snapshot: PolicySnapshot, requests: Sequence[DecisionRequest]
@@ -376,6 +388,9 @@ class PolicyEngine:
             self._reject(current, f"cannot read {self.directory}: {exc}")
             return
         self._snapshot = fresh
+        self._recent[fresh.version] = fresh
+        while len(self._recent) > RECENT_SNAPSHOTS:
+            del self._recent[next(iter(self._recent))]
         self._rejected = None
         self._last_error = None
         log.info(

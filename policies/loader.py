@@ -52,6 +52,9 @@ class PolicySnapshot:
     #: SHA-256 over the files' names and contents: the same files give the same version on
     #: every node, so logs and audit events can say which policy set decided.
     version: str
+    #: The files the version was computed over, by name (relative to the directory): the text
+    #: an auditor needs to see which agreement decided, after the files have moved on.
+    files: dict[str, str] = field(default_factory=dict, compare=False)
     #: Entities handles built for this snapshot's schema, keyed by the facts they encode.
     entity_cache: dict[Any, cedarpy.Entities] = field(default_factory=dict, compare=False)
 
@@ -175,6 +178,7 @@ def load_directory(directory: Path) -> PolicySnapshot:
     before = fingerprint(directory)
     digest = hashlib.sha256()
     problems: list[str] = []
+    files: dict[str, str] = {}
 
     schema_files = _schema_files(directory)
     schema: cedarpy.Schema | None = None
@@ -184,6 +188,7 @@ def load_directory(directory: Path) -> PolicySnapshot:
     else:
         text = schema_files[0].read_text(encoding="utf-8")
         digest.update(schema_files[0].name.encode() + b"\0" + text.encode() + b"\0")
+        files[schema_files[0].name] = text
         try:
             schema = cedarpy.Schema.from_str(text)
         except ValueError as exc:
@@ -194,6 +199,7 @@ def load_directory(directory: Path) -> PolicySnapshot:
         rel = path.relative_to(directory).as_posix()
         text = path.read_text(encoding="utf-8")
         digest.update(rel.encode() + b"\0" + text.encode() + b"\0")
+        files[rel] = text
         _collect_file(rel, text, schema, collected)
     problems.extend(collected.problems)
     if problems or schema is None:
@@ -212,6 +218,7 @@ def load_directory(directory: Path) -> PolicySnapshot:
         policies=collected.infos,
         fingerprint=before,
         version=digest.hexdigest(),
+        files=files,
     )
 
 

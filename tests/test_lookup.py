@@ -515,3 +515,42 @@ def test_person_ids_are_random_uuids(world):
     with world.app.extensions["casebroker.db"].sessionmaker() as session:
         ids = session.scalars(select(IdentityLink.person_id).limit(5)).all()
     assert all(isinstance(i, uuid.UUID) and i.version == 4 for i in ids)
+
+
+def test_decisions_name_their_policy_version_whose_files_are_kept_once(world):
+    import hashlib
+
+    from audit_helpers import make_officer, officer_token
+
+    engine = world.app.extensions["casebroker.policy"]
+    first = benefit_lookup(world, ["income"])
+    second = benefit_lookup(world, ["income"], index=1)
+    assert first.status_code == second.status_code == 200
+    decisions = [
+        json.loads(e.record)
+        for response in (first, second)
+        for e in events_of(world.app, response.json["correlation_id"])
+        if e.kind == "lookup.decision"
+    ]
+    assert {d["policy_version"] for d in decisions} == {engine.version}
+    with world.app.extensions["casebroker.db"].sessionmaker() as session:
+        loaded = [
+            json.loads(r)
+            for r in session.scalars(
+                select(AuditEvent.record).where(AuditEvent.kind == "policy.loaded")
+            )
+        ]
+    assert [event["version"] for event in loaded] == [engine.version], "recorded once"
+
+    auditor = officer_token(world.app, make_officer(world.app))
+    client = world.app.test_client()
+    headers = {"Authorization": f"Bearer {auditor}"}
+    kept = client.get(f"/audit/v1/policy-versions/{engine.version}", headers=headers).json
+    assert set(kept["files"]) == set(loaded[0]["files"]) and "agreements/tax.cedar" in kept["files"]
+    for name, text in kept["files"].items():
+        assert hashlib.sha256(text.encode()).hexdigest() == loaded[0]["files"][name]
+
+    for bad in ("0" * 64, "not-a-version", engine.version.upper()):
+        response = client.get(f"/audit/v1/policy-versions/{bad}", headers=headers)
+        assert response.status_code == 404 and response.mimetype == "application/problem+json"
+    assert client.get(f"/audit/v1/policy-versions/{engine.version}").status_code == 401

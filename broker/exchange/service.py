@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 import audit
 import consent
+from audit import policy_versions
 from broker.cases.service import CaseFacts, case_facts
 from broker.exchange.sources import SourceCaller, SourceSpec
 from broker.models import Agency, DataCategory, Purpose, Source, SourceCategory
@@ -334,6 +335,7 @@ class LookupService:
                     purpose=request.purpose,
                     decision="permit" if d.permit else "deny",
                     policies=list(d.policy_ids),
+                    policy_version=d.policy_version,
                     legal_basis=d.legal_basis,
                     fields=list(t.fields) if d.permit else None,
                     reason=None if d.permit else d.reason,
@@ -346,13 +348,27 @@ class LookupService:
                 )
             )
         try:
-            appended = audit.append(self.session, records)
+            loaded = self._first_uses(targets)
+            appended = audit.append(self.session, loaded + records)[len(loaded) :]
             self.session.commit()
         except SQLAlchemyError as exc:
             self.session.rollback()
             raise AuditUnavailable(str(exc)) from exc
         for target, entry in zip(targets, appended, strict=True):
             target.appended = entry
+
+    def _first_uses(self, targets: Sequence[Target]) -> list[dict[str, Any]]:
+        """``policy.loaded`` records for policy set versions deciding for the first time."""
+        versions = dict.fromkeys(t.decision.policy_version for t in targets if t.decision)
+        loaded = []
+        for version in versions:
+            if version is not None:
+                record = policy_versions.first_use(
+                    self.session, version, self.engine.files_of, self.time
+                )
+                if record is not None:
+                    loaded.append(record)
+        return loaded
 
     def _reject(self, caller: Caller, request: LookupRequest, stage: str, reason: str) -> None:
         """Refused lookups are recorded too: probing for identifiers is worth an auditor's look."""
