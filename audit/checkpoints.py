@@ -78,6 +78,23 @@ def ensure_key(session: Session, kek: bytes, name: str) -> AuditLogKey:
     return row
 
 
+def rotate_key(session: Session, kek: bytes, name: str) -> tuple[AuditLogKey | None, AuditLogKey]:
+    """Retire the active checkpoint key and make a new one for the same origin; the caller
+    commits. The old key stays in the table: the checkpoints it signed stay checkable.
+
+    Two rotations at once are settled by the partial unique index on the active status: the
+    loser's flush raises ``IntegrityError`` and it writes nothing.
+    """
+    old = _active_row(session)
+    if old is not None:
+        session.execute(
+            update(AuditLogKey).where(AuditLogKey.key_id == old.key_id).values(status="retired")
+        )
+    new = _create_key(session, kek, name)
+    session.flush()
+    return old, new
+
+
 def private_key(kek: bytes, row: AuditLogKey) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(unseal(kek, row.key_id, row.private_key_encrypted))
 

@@ -1,4 +1,5 @@
-"""``casebroker audit``: integrate the tree, verify the log, prune old bodies, show the head."""
+"""``casebroker audit``: integrate the tree, verify the log, prune old bodies, show the head,
+rotate the checkpoint key."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from flask import current_app
 from flask.cli import with_appcontext
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from sqlalchemy.exc import IntegrityError
 
+import audit
 from audit import checkpoints, integrator, note, retention, tree, verify
 from broker.db import get_db
 
@@ -36,6 +39,41 @@ def integrate_command(follow: bool, interval: float) -> None:
         if not follow:
             return
         time.sleep(max(0.05, interval))
+
+
+@audit_group.command("rotate-key")
+@with_appcontext
+def rotate_key_command() -> None:
+    """Retire the checkpoint signing key and make a new one; the next checkpoint is signed by
+    it. Publish the new verifier key printed here to everyone who checks the log, and keep the
+    old one: the checkpoints it signed stay valid. The rotation is an audit event."""
+    config = current_app.config
+    origin = checkpoints.log_origin(config)
+    with get_db().sessionmaker() as session:
+        try:
+            old, new = checkpoints.rotate_key(session, config["KEY_ENCRYPTION_KEY_BYTES"], origin)
+            audit.append(
+                session,
+                [
+                    audit.make_record(
+                        "audit.key_rotated",
+                        None,
+                        audit.event_time(),
+                        channel="cli",
+                        retired=old.key_id if old else None,
+                        active=new.key_id,
+                    )
+                ],
+            )
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            raise click.ClickException(
+                "another rotation happened at the same time; run the command again"
+            ) from None
+        if old is not None:
+            click.echo(f"retired:  {checkpoints.verifier(old).vkey()}")
+        click.echo(f"active:   {checkpoints.verifier(new).vkey()}")
 
 
 @audit_group.command("checkpoint")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 from audit_helpers import append_events, integrate, log_verifier, origin, run_cli, sessions
@@ -10,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
 from audit import note
-from audit.models import AuditLogKey
+from audit.models import AuditEvent, AuditLogKey
 from identity.keys import SigningKeyUnavailable, unseal
 
 # The example of the signed-note reference implementation (golang.org/x/mod/sumdb/note).
@@ -192,3 +193,32 @@ def test_a_changed_origin_gets_a_new_key_and_old_checkpoints_stay_checkable(make
     assert statuses == ["active", "retired"]
     result = run_cli(second, "verify")
     assert result.exit_code == 0, result.output
+
+
+def test_rotating_the_key_signs_on_with_the_new_one_and_the_log_still_verifies(app, client):
+    append_events(app, 2)
+    integrate(app)
+    before = log_verifier(app)
+    result = run_cli(app, "rotate-key")
+    assert result.exit_code == 0, result.output
+    after = log_verifier(app)
+    assert after.key_id != before.key_id and after.name == before.name == origin(app)
+    assert f"retired:  {before.vkey()}" in result.output
+    assert f"active:   {after.vkey()}" in result.output
+
+    append_events(app, 1)
+    assert integrate(app) == 4  # 2 events, the rotation's own event, 1 more
+    latest = client.get("/audit/v1/checkpoint").get_data(as_text=True)
+    assert note.open_checkpoint(latest, [after], origin(app)).size == 4
+    with pytest.raises(note.NoteError):
+        note.open_checkpoint(latest, [before], origin(app))
+    with sessions(app) as session:
+        statuses = sorted(r.status for r in session.scalars(select(AuditLogKey)))
+        rotated = session.scalars(
+            select(AuditEvent.record).where(AuditEvent.kind == "audit.key_rotated")
+        ).all()
+    assert statuses == ["active", "retired"]
+    record = json.loads(rotated[0])
+    assert (record["retired"], record["active"], len(rotated)) == (before.key_id, after.key_id, 1)
+    verified = run_cli(app, "verify")
+    assert verified.exit_code == 0, verified.output

@@ -266,3 +266,14 @@ def test_the_documented_example_applies(db_session, monkeypatch):
         ("sources", "housing-api"),
     }
     db_session.rollback()
+
+
+def test_the_demo_registry_exports_and_applies_back_unchanged(app):
+    from lookup_world import make_world
+
+    make_world(app, persons=4)
+    with app.extensions["casebroker.db"].sessionmaker() as session:
+        document = json.loads(json.dumps(export(session)))
+        assert {s["id"] for s in document["sources"]} >= {"tax-db", "health-db"}
+        assert document["agencies"][0]["labels"]["fr"]["name"]
+        assert apply(session, document) == []
