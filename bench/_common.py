@@ -691,6 +691,20 @@ def short_path(filename: str) -> str:
     return filename.removeprefix(root)
 
 
+def profile_calls(
+    console: Console, fn: Callable[[int], Any], count: int, top: int, unit: str
+) -> None:
+    """Run ``fn(i)`` ``count`` times under cProfile and print its top functions."""
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        for i in range(count):
+            fn(i)
+    finally:
+        profile.disable()
+    print_profile(console, profile, count, top, unit)
+
+
 def print_profile(
     console: Console, profile: cProfile.Profile, count: int, top: int, unit: str
 ) -> None:

@@ -28,7 +28,6 @@ import _path  # noqa: F401  (first: see _path.py)
 
 import argparse
 import contextlib
-import cProfile
 import functools
 import itertools
 import json
@@ -55,7 +54,7 @@ from _common import (
     per_call,
     postgres_database,
     print_errors,
-    print_profile,
+    profile_calls,
     result_row,
     run_load,
     temporary_folder,
@@ -595,14 +594,7 @@ def run_profile(args: argparse.Namespace) -> int:
             if timer.missing:
                 console.print(f"not found, not timed: {', '.join(timer.missing)}")
 
-            profile = cProfile.Profile()
-            profile.enable()
-            try:
-                for i in range(count):
-                    lookup(i)
-            finally:
-                profile.disable()
-            print_profile(console, profile, count, args.top, "lookup")
+            profile_calls(console, lookup, count, args.top, "lookup")
             url = app.config["DATABASE_URL"]
             if url.startswith("sqlite"):
                 url = f"sqlite:///{folder / 'floor.db'}"

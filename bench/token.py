@@ -30,7 +30,6 @@ import _path  # noqa: F401  (first: see _path.py)
 
 import argparse
 import contextlib
-import cProfile
 import functools
 import http.client
 import re
@@ -58,7 +57,7 @@ from _common import (
     per_call,
     postgres_database,
     print_errors,
-    print_profile,
+    profile_calls,
     result_row,
     run_load,
     temporary_folder,
@@ -361,14 +360,7 @@ def run_profile(args: argparse.Namespace) -> int:
                 f"{per_grant * 1000:.2f} ms per grant, {per_bare * 1000:.3f} ms per bare "
                 f"request ({per_bare / per_grant:.1%} of a grant)"
             )
-            profile = cProfile.Profile()
-            profile.enable()
-            try:
-                for i in range(count):
-                    grant(i)
-            finally:
-                profile.disable()
-            print_profile(console, profile, count, args.top, "grant")
+            profile_calls(console, grant, count, args.top, "grant")
             app.extensions["casebroker.db"].engine.dispose()
     return 0
 

@@ -41,10 +41,14 @@ def _name() -> fields.String:
     return fields.String(required=True, validate=validate.Length(1, 200))
 
 
-class _Label(Schema):
+class _Strict(Schema):
+    """An unknown key is an error, not a silently ignored typo."""
+
     class Meta:
         unknown = RAISE
 
+
+class _Label(_Strict):
     name = fields.String(required=True, validate=validate.Length(1, 200))
     description = fields.String(validate=validate.Length(max=4000))
 
@@ -58,10 +62,7 @@ def _labels() -> fields.Dict:
     )
 
 
-class AgencyEntry(Schema):
-    class Meta:
-        unknown = RAISE
-
+class AgencyEntry(_Strict):
     id = _id()
     name = _name()
     sector = fields.String(required=True, validate=validate.Length(1, 64))
@@ -69,10 +70,7 @@ class AgencyEntry(Schema):
     labels = _labels()
 
 
-class CategoryEntry(Schema):
-    class Meta:
-        unknown = RAISE
-
+class CategoryEntry(_Strict):
     id = _id()
     name = _name()
     description = fields.String(load_default="", validate=validate.Length(max=4000))
@@ -93,10 +91,7 @@ class CategoryEntry(Schema):
             raise ValidationError("Fields must not repeat.", "fields")
 
 
-class PurposeEntry(Schema):
-    class Meta:
-        unknown = RAISE
-
+class PurposeEntry(_Strict):
     id = _id()
     name = _name()
     description = fields.String(load_default="", validate=validate.Length(max=4000))
@@ -116,10 +111,7 @@ class PurposeEntry(Schema):
             )
 
 
-class SourceEntry(Schema):
-    class Meta:
-        unknown = RAISE
-
+class SourceEntry(_Strict):
     id = _id()
     agency = _id()
     adapter = fields.String(required=True, validate=validate.Length(1, 64))
@@ -129,10 +121,7 @@ class SourceEntry(Schema):
     config = fields.Dict(keys=fields.String(), load_default=dict)
 
 
-class RegistryDocument(Schema):
-    class Meta:
-        unknown = RAISE
-
+class RegistryDocument(_Strict):
     agencies = fields.List(fields.Nested(AgencyEntry), load_default=list)
     categories = fields.List(fields.Nested(CategoryEntry), load_default=list)
     purposes = fields.List(fields.Nested(PurposeEntry), load_default=list)
