@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, g, json, request
+from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("casebroker.errors")
@@ -67,6 +68,25 @@ class ForbiddenProblem(Problem):
 
 class ServiceUnavailableProblem(Problem):
     status, slug, title = 503, "unavailable", "Service unavailable"
+
+
+def parse_json(schema: Schema) -> dict[str, Any]:
+    """The request's JSON body loaded by ``schema``, or the problem that says what is wrong
+    with it: 415 for another media type, 400 for a body that is not JSON, 422 (with the
+    schema's messages) for one that does not fit."""
+    if request.mimetype != "application/json":
+        raise Problem.of(
+            415, "Unsupported media type", "Send the request body as application/json."
+        )
+    body = request.get_json(silent=True)
+    if body is None:
+        raise Problem("The request body is not valid JSON.")
+    try:
+        return schema.load(body)
+    except ValidationError as exc:
+        raise ValidationProblem(
+            "The request does not match the schema.", errors=exc.messages
+        ) from None
 
 
 def problem_response(problem: Problem) -> Response:

@@ -23,7 +23,7 @@ from sqlalchemy import and_, or_, select
 from broker.db import get_session
 from broker.exchange.views import authenticate
 from broker.models import Agency, DataCategory, Purpose
-from broker.problems import Problem, ValidationProblem, problem_response
+from broker.problems import Problem, ValidationProblem, parse_json, problem_response
 from consent import notifications
 from consent.errors import ConsentError
 from consent.models import Consent, ConsentEvent
@@ -93,21 +93,6 @@ def current_citizen() -> uuid.UUID:
 
 
 # --- parsing --------------------------------------------------------------------------------
-
-
-def parse_json(schema: Schema) -> dict[str, Any]:
-    if request.mimetype != "application/json":
-        problem = Problem.of(415, "Unsupported media type", "Send the body as application/json.")
-        raise problem
-    body = request.get_json(silent=True)
-    if body is None:
-        raise Problem("The request body is not valid JSON.")
-    try:
-        return schema.load(body)
-    except ValidationError as exc:
-        raise ValidationProblem(
-            "The request does not match the schema.", errors=exc.messages
-        ) from None
 
 
 def require_json_post() -> None:

@@ -12,8 +12,8 @@ from broker.cases.models import Case
 from broker.cases.schemas import CaseCloseSchema, CaseRequestSchema
 from broker.cases.service import Actor, CaseError, CaseInput, CaseRegistry
 from broker.db import get_session
-from broker.exchange.views import authenticate, parse_json
-from broker.problems import Problem
+from broker.exchange.views import authenticate
+from broker.problems import Problem, parse_json
 from identity.models import IdentityLink
 from identity.server import RESOURCE_PATH
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
-from marshmallow import Schema, ValidationError
 
 from broker.db import get_db, get_session
 from broker.exchange.schemas import LookupRequestSchema
@@ -18,7 +16,7 @@ from broker.exchange.service import (
     LookupRequest,
     LookupService,
 )
-from broker.problems import Problem, ServiceUnavailableProblem, ValidationProblem
+from broker.problems import Problem, ServiceUnavailableProblem, parse_json
 from identity.dpop import DPoPError, current_nonce, verify_proof
 from identity.server import RESOURCE_PATH
 from identity.tokens import InvalidToken, verify_access_token
@@ -115,26 +113,6 @@ def authenticate(scope: str) -> Caller:
     return Caller(
         token_info.client_id, token_info.agency, token_info.officer, token_info.officer_roles
     )
-
-
-def parse_json(schema: Schema) -> dict[str, Any]:
-    if request.mimetype != "application/json":
-        problem = Problem("Send the request body as application/json.")
-        problem.status, problem.slug, problem.title = (
-            415,
-            "unsupported-media-type",
-            "Unsupported media type",
-        )
-        raise problem
-    body = request.get_json(silent=True)
-    if body is None:
-        raise Problem("The request body is not valid JSON.")
-    try:
-        return schema.load(body)
-    except ValidationError as exc:
-        raise ValidationProblem(
-            "The request does not match the schema.", errors=exc.messages
-        ) from None
 
 
 @bp.post("/lookups")
