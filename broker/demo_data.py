@@ -309,6 +309,14 @@ FRENCH: dict[str, dict[str, tuple[str, str]]] = {
             "Faire respecter les règles de sécurité routière au détenteur d'un véhicule.",
         ),
     },
+    "capacity": {
+        "applicant": ("Demandeur", "A demandé une prestation ou un service en cours de décision."),
+        "beneficiary": ("Bénéficiaire", "Reçoit une prestation ou un service."),
+        "child-in-care": ("Enfant pris en charge", "Un enfant que l'agence protège ou accueille."),
+        "taxpayer": ("Contribuable", "Redevable de l'impôt dans un calcul en cours ou revu."),
+        "patient": ("Patient", "Soigné par le service de santé."),
+        "vehicle-keeper": ("Détenteur du véhicule", "Détient un véhicule immatriculé examiné."),
+    },
 }
 
 
@@ -939,8 +947,18 @@ def _seed_cases(state: _Seeding) -> None:
     is assigned to the citizen's social-services case); registered cases are kept."""
     session = state.session
     for capacity_id, name, description in CAPACITIES:
-        if session.get(CaseCapacity, capacity_id) is None:
-            session.add(CaseCapacity(id=capacity_id, name=name, description=description))
+        row = session.get(CaseCapacity, capacity_id)
+        if row is None:
+            session.add(
+                CaseCapacity(
+                    id=capacity_id,
+                    name=name,
+                    description=description,
+                    labels=french_labels("capacity", capacity_id),
+                )
+            )
+        elif row.labels is None:
+            row.labels = french_labels("capacity", capacity_id)
     session.flush()
     if not state.seed_matches:
         return

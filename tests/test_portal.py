@@ -379,3 +379,7 @@ def test_registry_names_follow_the_page_language(pw):
     assert "Social Services" not in french and "Droit aux prestations" in french
     agencies = http.get("/portal/agencies?lang=fr").get_data(as_text=True)
     assert "Services sociaux" in agencies
+    vehicle_lookup(pw, "alice")
+    history = http.get("/portal/history?lang=fr").get_data(as_text=True)
+    assert "Demandeur" in history and "applicant" not in history
+    assert "Applicant" in http.get("/portal/history?lang=en").get_data(as_text=True)

@@ -51,6 +51,11 @@ REGISTRY = textwrap.dedent(
         max_consent_days = 90
         labels.fr.name = "Aide au loyer"
 
+        [[capacities]]
+        id = "tenant"
+        name = "Tenant"
+        labels.fr.name = "Locataire"
+
         [[sources]]
         id = "tax-db"
         agency = "tax"
@@ -98,6 +103,7 @@ def test_apply_creates_then_changes_nothing_then_updates_what_changed(db_session
         ("agencies", "housing", "created"),
         ("categories", "income", "created"),
         ("purposes", "rent-support", "created"),
+        ("capacities", "tenant", "created"),
         ("sources", "tax-db", "created"),
     ]
     source = db_session.get(Source, "tax-db")
@@ -107,14 +113,14 @@ def test_apply_creates_then_changes_nothing_then_updates_what_changed(db_session
     assert db_session.get(Purpose, "rent-support").labels == {"fr": {"name": "Aide au loyer"}}
 
     events = registry_events(db_session)
-    assert len(events) == 5 and {e["channel"] for e in events} == {"cli"}
+    assert len(events) == 6 and {e["channel"] for e in events} == {"cli"}
     created = next(e for e in events if e["id"] == "tax-db")
     assert "config" in created["attributes"] and "categories" in created["attributes"]
     assert url not in json.dumps(events), "a source's configuration must not reach the log"
 
     assert apply(db_session, load_toml(registry_text(url))) == []
     db_session.commit()
-    assert len(registry_events(db_session)) == 5
+    assert len(registry_events(db_session)) == 6
 
     changes = apply(db_session, load_toml(registry_text(url, "Revenue Agency")))
     db_session.commit()
@@ -201,7 +207,7 @@ def test_the_command_applies_dry_runs_and_exports(app, tmp_path):
     assert json.loads(runner.invoke(cli, ["registry", "export"]).output)["agencies"] == []
 
     done = runner.invoke(cli, ["registry", "apply", str(path)])
-    assert done.exit_code == 0 and "5 changes made" in done.output
+    assert done.exit_code == 0 and "6 changes made" in done.output
     again = runner.invoke(cli, ["registry", "apply", str(path)])
     assert "nothing to change" in again.output
 
@@ -236,6 +242,7 @@ def test_names_follow_the_reader_and_fall_back_to_english(db_session, tmp_path):
     assert french.agency("housing") == "Housing Office", "no label: the English name"
     assert french.category("income") == "Revenus"
     assert french.purpose("rent-support") == "Aide au loyer"
+    assert french.capacity("tenant") == "Locataire" and english.capacity("tenant") == "Tenant"
     assert Names(db_session, "xx").agency("tax") == "Tax Administration"
     assert french.agency("gone") == "gone" and french.agency(None) == ""
 
@@ -262,6 +269,7 @@ def test_the_documented_example_applies(db_session, monkeypatch):
         ("categories", "income"),
         ("categories", "tenancy"),
         ("purposes", "rent-support"),
+        ("capacities", "tenant"),
         ("sources", "tax-db"),
         ("sources", "housing-api"),
     }

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from broker.db import Base, utcnow
+from broker.db import Base, JSONType, utcnow
 
 CASE_STATES = ("open", "closed")
 
@@ -26,6 +27,8 @@ class CaseCapacity(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
+    #: Other languages: ``{"fr": {"name": ..., "description": ...}}``; the columns are English.
+    labels: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
 
 class Case(Base):

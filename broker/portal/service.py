@@ -244,7 +244,7 @@ def access_history(
                 purpose=names.purpose(event.purpose_id),
                 category=names.category(event.category_id),
                 outcome=event.decision or "",
-                capacities=list(record.get("capacities") or []),
+                capacities=[names.capacity(c) for c in record.get("capacities") or []],
                 break_glass=bool(record.get("break_glass")),
                 reason=record.get("reason"),
             )
@@ -287,7 +287,7 @@ def history_csv(views: Sequence[AccessView]) -> str:
     writer.writerow(CSV_COLUMNS)
     for view in views:
         data = view.to_json()
-        data["capacities"] = " ".join(view.capacities)
+        data["capacities"] = "; ".join(view.capacities)
         data["break_glass"] = "yes" if view.break_glass else "no"
         writer.writerow([_cell(data[c]) for c in CSV_COLUMNS])
     return out.getvalue()

@@ -1,6 +1,7 @@
-"""The registry file: agencies, data categories, purposes and sources, as an operator keeps them.
+"""The registry file: agencies, data categories, purposes, case capacities and sources, as an
+operator keeps them.
 
-A TOML (or JSON) document with four arrays of tables, checked here before anything is written:
+A TOML (or JSON) document with five arrays of tables, checked here before anything is written:
 the shape and values of each entry (marshmallow), then what depends on more than one entry
 (ids unique, a source's agency and categories known, a purpose that allows break-glass also
 requires a justification). What is already in the database counts as known, so a file may add
@@ -22,7 +23,7 @@ from broker.registry.names import LANGUAGES
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 #: The order entries are written in: what a later kind refers to comes first.
-KINDS = ("agencies", "categories", "purposes", "sources")
+KINDS = ("agencies", "categories", "purposes", "capacities", "sources")
 
 
 class RegistryFileError(ValueError):
@@ -111,6 +112,13 @@ class PurposeEntry(_Strict):
             )
 
 
+class CapacityEntry(_Strict):
+    id = _id()
+    name = _name()
+    description = fields.String(load_default="", validate=validate.Length(max=4000))
+    labels = _labels()
+
+
 class SourceEntry(_Strict):
     id = _id()
     agency = _id()
@@ -125,6 +133,7 @@ class RegistryDocument(_Strict):
     agencies = fields.List(fields.Nested(AgencyEntry), load_default=list)
     categories = fields.List(fields.Nested(CategoryEntry), load_default=list)
     purposes = fields.List(fields.Nested(PurposeEntry), load_default=list)
+    capacities = fields.List(fields.Nested(CapacityEntry), load_default=list)
     sources = fields.List(fields.Nested(SourceEntry), load_default=list)
 
 

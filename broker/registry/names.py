@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from broker.cases.models import CaseCapacity
 from broker.models import Agency, DataCategory, Purpose
 from identity.models import Client, Officer
 
@@ -56,6 +57,9 @@ class Names:
 
     def category(self, key: str | None, locale: str | None = None) -> str:
         return self._label(DataCategory, key, "name", locale)
+
+    def capacity(self, key: str | None, locale: str | None = None) -> str:
+        return self._label(CaseCapacity, key, "name", locale)
 
     def officer(self, key: uuid.UUID | None) -> str:
         return self._label(Officer, key, "display_name", "en")

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 import audit
 from adapters import AdapterConfigError
 from adapters.registry import AdapterLoadError, build_adapter
+from broker.cases.models import CaseCapacity
 from broker.models import Agency, DataCategory, Purpose, Source, SourceCategory
 from broker.registry.document import KINDS, RegistryFileError, load
 
@@ -41,6 +42,7 @@ _COLUMNS: dict[str, tuple[type, dict[str, str]]] = {
             "justification_required": "justification_required",
         },
     ),
+    "capacities": (CaseCapacity, {"name": "name", "description": "description"}),
     "sources": (
         Source,
         {

@@ -1,4 +1,5 @@
-"""Names and descriptions of agencies, purposes and categories in other languages
+"""Names and descriptions of agencies, purposes, categories and case capacities in other
+languages
 
 Revision ID: 0007
 Revises: 0006
@@ -16,7 +17,7 @@ down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-TABLES = ("agency", "purpose", "data_category")
+TABLES = ("agency", "purpose", "data_category", "case_capacity")
 
 
 def upgrade() -> None:
