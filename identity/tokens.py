@@ -66,11 +66,9 @@ def _public_key(kid: str, jwk_json: str) -> ECKey | RSAKey | OKPKey:
     return import_key(json.loads(jwk_json))
 
 
-def _import(kid: str, jwk: Any) -> ECKey | RSAKey | OKPKey:
+def _import(kid: str, jwk: dict[str, Any] | None) -> ECKey | RSAKey | OKPKey:
     if jwk is None:
         raise InvalidToken("The token is signed with an unknown key.")
-    if isinstance(jwk, str):  # a JSON column read through a scalar subquery comes back as text
-        jwk = json.loads(jwk)
     return _public_key(kid, json.dumps(jwk, sort_keys=True))
 
 
