@@ -41,7 +41,12 @@ class Adapter(Protocol):
         """Check ``config`` eagerly: a source that cannot work must stop start-up, not a lookup."""
 
     def fetch(self, category: str, identifier: str, timeout: float) -> list[Record]:
-        """Records the source holds on the person it knows as ``identifier``; [] when none."""
+        """Records the source holds on the person it knows as ``identifier``; [] when none.
+
+        An adapter whose ``fetch`` always returns or raises by ``timeout`` on its own may say so
+        with a class attribute ``keeps_deadline = True`` (optional, so not part of this
+        protocol's checked members): the broker then calls a lookup's lone source in the
+        request's thread instead of handing it to a pool thread and waiting there."""
 
     def health(self, timeout: float) -> Health:
         """Whether the source answers now; never raises for a failing source."""

@@ -59,6 +59,9 @@ class _Token:
 class HttpAdapter:
     """A REST source; one connection pool and one cached access token, shared between threads."""
 
+    #: ``fetch`` returns or raises by its timeout on its own (its ``Runner`` stops waiting).
+    keeps_deadline = True
+
     def __init__(
         self, source_id: str, config: Mapping[str, Any], categories: Mapping[str, Sequence[str]]
     ) -> None:

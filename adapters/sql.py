@@ -81,6 +81,9 @@ def check_query(query: str) -> str | None:
 class SqlAdapter:
     """A source read through one SQLAlchemy engine; safe to share between threads."""
 
+    #: ``fetch`` returns or raises by its timeout on its own (its ``Runner`` stops waiting).
+    keeps_deadline = True
+
     def __init__(
         self, source_id: str, config: Mapping[str, Any], categories: Mapping[str, Sequence[str]]
     ) -> None:

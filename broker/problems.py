@@ -5,6 +5,7 @@ OAuth endpoints answer with RFC 6749 section 5.2 JSON instead; Authlib renders t
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -70,7 +71,14 @@ class ServiceUnavailableProblem(Problem):
     status, slug, title = 503, "unavailable", "Service unavailable"
 
 
-def parse_json(schema: Schema) -> dict[str, Any]:
+@functools.cache
+def _instance(schema: type[Schema]) -> Schema:
+    """One instance per schema class: building one deep-copies its fields, which cost more
+    than loading a body; loading keeps no state on the instance, so threads share it."""
+    return schema()
+
+
+def parse_json(schema: type[Schema]) -> dict[str, Any]:
     """The request's JSON body loaded by ``schema``, or the problem that says what is wrong
     with it: 415 for another media type, 400 for a body that is not JSON, 422 (with the
     schema's messages) for one that does not fit."""
@@ -82,7 +90,7 @@ def parse_json(schema: Schema) -> dict[str, Any]:
     if body is None:
         raise Problem("The request body is not valid JSON.")
     try:
-        return schema.load(body)
+        return _instance(schema).load(body)
     except ValidationError as exc:
         raise ValidationProblem(
             "The request does not match the schema.", errors=exc.messages

@@ -99,7 +99,7 @@ def require_json_post() -> None:
     """Citizen changes carry a JSON body (``{}`` will do): a cross-site page cannot send one
     without a CORS preflight, which the broker never grants, so a logged-in citizen's browser
     cannot be made to approve or revoke by another site."""
-    parse_json(EmptySchema())
+    parse_json(EmptySchema)
 
 
 def parse_query(schema: Schema) -> dict[str, Any]:
@@ -246,7 +246,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 def create_request() -> ResponseReturnValue:
     """An agency asks a person, named by its own identifier, for consent."""
     actor = authenticate_agency()
-    data = parse_json(ConsentRequestSchema())
+    data = parse_json(ConsentRequestSchema)
     agency = str(actor.agency_id)
     consent, created = service().request(
         actor,
@@ -304,7 +304,7 @@ def purpose_notice(purpose_id: str) -> ResponseReturnValue:
 def verify() -> ResponseReturnValue:
     """Check a receipt's signature against the broker's published keys. It says nothing
     about the consent's current state, which only its citizen and grantee may see."""
-    data = parse_json(ReceiptVerifySchema())
+    data = parse_json(ReceiptVerifySchema)
     try:
         verified = verify_receipt(
             data["receipt"], published_jwks(get_session()), current_app.config["ISSUER"]
@@ -328,7 +328,7 @@ def my_consents() -> ResponseReturnValue:
 @bp.post("/me/consents")
 def my_grant() -> ResponseReturnValue:
     person_id = current_citizen()
-    data = parse_json(CitizenGrantSchema())
+    data = parse_json(CitizenGrantSchema)
     svc = service()
     valid_from = data["valid_from"] or svc.now
     valid_until = data["valid_until"] or valid_from + timedelta(days=data["duration_days"])
@@ -463,6 +463,6 @@ def my_notification_read(notification_id: int) -> ResponseReturnValue:
 def my_contact() -> ResponseReturnValue:
     """Where notifications are e-mailed; ``{"email": null}`` keeps them in the portal only."""
     person_id = current_citizen()
-    data = parse_json(ContactSchema())
+    data = parse_json(ContactSchema)
     notifications.set_contact_email(get_session(), person_id, data["email"])
     return jsonify(email=data["email"])

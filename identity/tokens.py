@@ -104,6 +104,33 @@ _TOKEN_STATE = select(
 )
 
 
+@lru_cache(maxsize=1024)
+def _parse(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The header and the unverified claims. Memoised, as is :func:`_signed_claims`: a client
+    presents the same token on every request for its lifetime, and both are pure functions of
+    its bytes (and the key's), so a repeat costs a dictionary look-up instead of a parse and a
+    signature check. Nothing that can change (expiry, revocation, the key's publication) is
+    memoised: the caller checks those on every request."""
+    try:
+        compact = jws.extract_compact(token.encode())
+        header = compact.headers()
+        unverified = json.loads(compact.payload)
+    except (JoseError, ValueError):
+        raise InvalidToken("The access token is malformed.") from None
+    if not isinstance(unverified, dict):
+        raise InvalidToken("The access token is malformed.")
+    return header, unverified
+
+
+@lru_cache(maxsize=1024)
+def _signed_claims(token: str, kid: str, jwk_json: str) -> dict[str, Any]:
+    """The claims, once the signature checks out with this exact published key."""
+    try:
+        return jwt.decode(token, _public_key(kid, jwk_json), algorithms=ACCESS_TOKEN_ALGS).claims
+    except (JoseError, ValueError) as exc:
+        raise InvalidToken(f"The access token is not valid: {exc}.") from None
+
+
 def _published_key(session: Session, kid: str) -> ECKey | RSAKey | OKPKey:
     return _import(kid, session.execute(_PUBLISHED_KEY, {"kid": kid}).scalar())
 
@@ -119,23 +146,17 @@ def verify_access_token(
     """Check a bearer token and return what the exchange needs to know about the caller."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken("The access token is missing or too long.")
-    try:
-        compact = jws.extract_compact(token.encode())
-        header = compact.headers()
-        unverified = json.loads(compact.payload)
-    except (JoseError, ValueError):
-        raise InvalidToken("The access token is malformed.") from None
-    if not isinstance(unverified, dict):
-        raise InvalidToken("The access token is malformed.")
+    header, unverified = _parse(token)
     if header.get("typ") != "at+jwt" or header.get("alg") not in ACCESS_TOKEN_ALGS:
         raise InvalidToken("The token is not an access token of this server.")
     kid = header.get("kid")
     if not isinstance(kid, str):
         raise InvalidToken("The access token names no key.")
     state = _token_state(session, kid, unverified)
-    key = _import(kid, state.jwk)
+    if state.jwk is None:
+        raise InvalidToken("The token is signed with an unknown key.")
+    claims = dict(_signed_claims(token, kid, json.dumps(state.jwk, sort_keys=True)))
     try:
-        claims: dict[str, Any] = jwt.decode(token, key, algorithms=ACCESS_TOKEN_ALGS).claims
         jwt.JWTClaimsRegistry(
             leeway=leeway,
             iss={"essential": True, "value": issuer},

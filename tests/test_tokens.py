@@ -11,6 +11,7 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -24,7 +25,8 @@ from broker.models import Agency
 from identity.clients import register_client
 from identity.keys import SigningKeyUnavailable, load_private
 from identity.models import ClientKey as ClientKeyRow
-from identity.models import SigningKey
+from identity.models import ReplayGuard, SigningKey
+from identity.tokens import InvalidToken, verify_access_token
 
 ISSUER = "https://broker.test"
 
@@ -62,6 +64,33 @@ def test_client_credentials_with_private_key_jwt(app, client, alg):
     assert claims["sub"] == claims["client_id"] == "tax-cms"
     assert claims["agency"] == "tax" and claims["scope"] == "lookup"
     assert claims["exp"] - claims["iat"] == 300 and claims["jti"]
+
+
+@pytest.mark.parametrize("change", ["key withdrawn", "jti revoked"])
+def test_a_token_accepted_before_is_refused_once_its_key_or_itself_is_withdrawn(
+    app, client, change
+):
+    """The parse and the signature check are memoised per token; what can change is not."""
+    access_token = post_token(client, token_form(assertion(add_client(app)))).json["access_token"]
+    sessions = app.extensions["casebroker.db"].sessionmaker
+    audience = ISSUER + "/exchange/v1"
+    for _ in range(2):  # the second call is served from the memo
+        with sessions() as session:
+            assert verify_access_token(session, access_token, ISSUER, audience, "lookup").jti
+    claims = jose_jwt.get_unverified_claims(access_token)
+    kid = jose_jwt.get_unverified_header(access_token)["kid"]
+    with sessions() as session, session.begin():
+        if change == "key withdrawn":
+            session.execute(
+                update(SigningKey).where(SigningKey.kid == kid).values(status="retired")
+            )
+        else:
+            expires = datetime.fromtimestamp(claims["exp"], UTC)
+            session.add(
+                ReplayGuard(namespace="revoked_at", value=claims["jti"], expires_at=expires)
+            )
+    with sessions() as session, pytest.raises(InvalidToken):
+        verify_access_token(session, access_token, ISSUER, audience, "lookup")
 
 
 def test_audience_may_be_the_token_endpoint(app, client):

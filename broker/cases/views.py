@@ -65,7 +65,7 @@ def _render(case: Case) -> dict[str, Any]:
 def register_case() -> ResponseReturnValue:
     """Register an open case on a person, named by your agency's own identifier."""
     registry = _registry()
-    data = parse_json(CaseRequestSchema())
+    data = parse_json(CaseRequestSchema)
     item = CaseInput(
         reference=data["reference"],
         scheme=data["person"]["scheme"],
@@ -128,7 +128,7 @@ def list_cases() -> ResponseReturnValue:
 def close_case(reference: str) -> ResponseReturnValue:
     """Close a case now: from the next lookup on, it no longer makes one lawful."""
     registry = _registry()
-    data = parse_json(CaseCloseSchema()) if request.content_length else {"reason": None}
+    data = parse_json(CaseCloseSchema) if request.content_length else {"reason": None}
     session = get_session()
     try:
         case = registry.close(reference, data["reason"])

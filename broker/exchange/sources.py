@@ -7,10 +7,11 @@ Each call has its own deadline; the slowest source costs at most its timeout.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -72,6 +73,10 @@ class SourceCaller:
 
     def fetch_all(self, calls: Sequence[tuple[SourceSpec, str, str]]) -> list[FetchOutcome]:
         """Fetch (source, category, identifier) calls in parallel, each within its timeout."""
+        if len(calls) == 1 and self._keeps_deadline(calls[0][0]):
+            # A lone call to an adapter that stops at its own deadline needs no pool thread:
+            # the request's thread waits no longer than it would on the future.
+            return [_outcome(functools.partial(self._fetch_one, *calls[0]))]
         started = time.monotonic()
         futures: list[Future[list[Record]]] = []
         for spec, category, identifier in calls:
@@ -79,16 +84,18 @@ class SourceCaller:
         outcomes = []
         for (spec, _category, _identifier), future in zip(calls, futures, strict=True):
             remaining = max(0.0, started + spec.timeout - time.monotonic())
-            try:
-                outcomes.append(FetchOutcome(future.result(timeout=remaining)))
-            except FutureTimeout:
-                future.cancel()
-                outcomes.append(FetchOutcome(None, "timed out"))
-            except SourceUnavailable as exc:
-                outcomes.append(FetchOutcome(None, str(exc) or "unavailable"))
-            except Exception as exc:  # an adapter bug must cost one source, not the lookup
-                outcomes.append(FetchOutcome(None, f"adapter error: {type(exc).__name__}"))
+            outcomes.append(_outcome(functools.partial(future.result, remaining)))
+            future.cancel()  # a no-op unless it timed out before it started
         return outcomes
+
+    def _keeps_deadline(self, spec: SourceSpec) -> bool:
+        """Whether the adapter says its ``fetch`` returns by the timeout on its own (the
+        contract kit's hung-source checks hold it to that); an adapter that cannot even be
+        built fails in ``_fetch_one``, where it costs its source only."""
+        try:
+            return getattr(self.adapter(spec), "keeps_deadline", False) is True
+        except Exception:
+            return False
 
     def _fetch_one(self, spec: SourceSpec, category: str, identifier: str) -> list[Record]:
         return self.adapter(spec).fetch(category, identifier, spec.timeout)
@@ -102,3 +109,15 @@ class SourceCaller:
             adapter.close()
         if pool:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _outcome(fetch: Callable[[], list[Record]]) -> FetchOutcome:
+    """One call's records, or why there are none."""
+    try:
+        return FetchOutcome(fetch())
+    except FutureTimeout:
+        return FetchOutcome(None, "timed out")
+    except SourceUnavailable as exc:
+        return FetchOutcome(None, str(exc) or "unavailable")
+    except Exception as exc:  # an adapter bug must cost one source, not the lookup
+        return FetchOutcome(None, f"adapter error: {type(exc).__name__}")

@@ -95,7 +95,7 @@ def authenticate(scope: str) -> Caller:
                 request.headers.get("DPoP"),
                 method=request.method,
                 url=config["ISSUER"] + request.path,
-                sessions=get_db().sessionmaker,
+                engine=get_db().engine,
                 access_token=token,
                 nonce_secret=config["SECRET_KEY"] if config["DPOP_NONCE"] else None,
                 skew=int(config["CLOCK_SKEW"]),
@@ -119,7 +119,7 @@ def authenticate(scope: str) -> Caller:
 def create_lookup() -> ResponseReturnValue:
     """Ask every other agency holding the person for the categories, under a purpose."""
     caller = authenticate("lookup")
-    data = parse_json(LookupRequestSchema())
+    data = parse_json(LookupRequestSchema)
     lookup = LookupRequest(
         scheme=data["person"]["scheme"],
         value=data["person"]["value"],
