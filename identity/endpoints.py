@@ -61,7 +61,7 @@ def check_bound_token(
                 request.headers.get("DPoP"),
                 method=request.method,
                 url=config["ISSUER"] + path,
-                sessions=get_db().sessionmaker,
+                engine=get_db().engine,
                 access_token=token,
                 skew=int(config["CLOCK_SKEW"]),
             )

@@ -70,7 +70,7 @@ def check_dpop(client_id: str, required: bool, path: str = TOKEN_PATH) -> str | 
             header,
             method=request.method,
             url=config["ISSUER"] + path,
-            sessions=get_db().sessionmaker,
+            engine=get_db().engine,
             nonce_secret=config["SECRET_KEY"] if config["DPOP_NONCE"] else None,
             skew=int(config["CLOCK_SKEW"]),
         )

@@ -201,7 +201,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         expires = datetime.fromtimestamp(claims["exp"], UTC) + timedelta(
             seconds=current_app.config["CLOCK_SKEW"]
         )
-        return replay.burn(get_db().sessionmaker, "client_assertion", digest, expires)
+        return replay.burn(get_db().engine, "client_assertion", digest, expires)
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):
