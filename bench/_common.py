@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import cProfile
 import http.client
+import itertools
 import multiprocessing
 import os
 import platform
@@ -97,27 +98,30 @@ def clean_environment(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-class Gunicorn:
-    """One app under gunicorn on 127.0.0.1, stopped (by its own pid) when the block ends."""
+class Server:
+    """One server process on 127.0.0.1 serving with ``workers`` child processes, stopped (by
+    its own pid) when the block ends."""
 
     def __init__(
         self,
-        app: str,
-        settings: ServerSettings,
+        name: str,
+        argv: Sequence[str],
         env: Mapping[str, str],
         log_path: Path,
+        workers: int,
         port: int | None = None,
         ready_path: str = "/",
-        chdir: Path | None = None,
+        cwd: Path | None = None,
         start_timeout: float = 60.0,
     ) -> None:
-        self.app = app
-        self.settings = settings
+        self.name = name
+        self.argv = list(argv)
         self.env = dict(env)
         self.log_path = log_path
+        self.workers = workers
         self.port = port or free_port()
         self.ready_path = ready_path
-        self.chdir = chdir
+        self.cwd = cwd
         self.start_timeout = start_timeout
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -125,16 +129,15 @@ class Gunicorn:
     def base_url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
-    def __enter__(self) -> Gunicorn:
-        argv = [sys.executable, "-m", "gunicorn", *self.settings.argv()]
-        argv += ["--bind", f"{LOOPBACK}:{self.port}", "--log-level", "warning"]
-        argv += ["--timeout", "120", "--graceful-timeout", "5"]
-        if self.chdir is not None:
-            argv += ["--chdir", str(self.chdir)]
-        argv.append(self.app)
+    def __enter__(self) -> Server:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         try:
             self._wait_ready()
@@ -154,8 +157,7 @@ class Gunicorn:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(
-                    f"gunicorn ({self.app}) exited with {self.process.returncode}:\n"
-                    + tail(self.log_path)
+                    f"{self.name} exited with {self.process.returncode}:\n" + tail(self.log_path)
                 )
             try:
                 conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=5)
@@ -171,7 +173,7 @@ class Gunicorn:
                 last = str(exc)
             time.sleep(0.1)
         raise RuntimeError(
-            f"gunicorn ({self.app}) not ready after {self.start_timeout:.0f} s ({last}):\n"
+            f"{self.name} not ready after {self.start_timeout:.0f} s ({last}):\n"
             + tail(self.log_path)
         )
 
@@ -186,7 +188,7 @@ class Gunicorn:
         previous = None
         while time.monotonic() < deadline:
             pids = self.worker_pids()
-            cpu = process_cpu(pids) if len(pids) >= self.settings.workers else None
+            cpu = process_cpu(pids) if len(pids) >= self.workers else None
             if cpu is None and Path("/proc/stat").exists() is False:
                 time.sleep(2.0)  # no /proc: give the workers a moment instead
                 return
@@ -215,6 +217,29 @@ class Gunicorn:
     def worker_pids(self) -> list[int]:
         """The master's children: where the requests are served (Linux ``/proc`` only)."""
         return children(self.process.pid) if self.process else []
+
+
+class Gunicorn(Server):
+    """A WSGI app under gunicorn with the benchmark's settings."""
+
+    def __init__(
+        self,
+        app: str,
+        settings: ServerSettings,
+        env: Mapping[str, str],
+        log_path: Path,
+        port: int | None = None,
+        ready_path: str = "/",
+        chdir: Path | None = None,
+    ) -> None:
+        argv = [sys.executable, "-m", "gunicorn", *settings.argv()]
+        argv += ["--log-level", "warning", "--timeout", "120", "--graceful-timeout", "5"]
+        if chdir is not None:
+            argv += ["--chdir", str(chdir)]
+        super().__init__(
+            f"gunicorn ({app})", argv, env, log_path, settings.workers, port, ready_path
+        )
+        self.argv += ["--bind", f"{LOOPBACK}:{self.port}", app]
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -268,10 +293,14 @@ def machine_cpu() -> tuple[float, float] | None:
 
 
 def http_request(
-    method: str, path: str, body: bytes = b"", headers: Mapping[str, str] | None = None
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: Mapping[str, str] | None = None,
+    host: str = LOOPBACK,
 ) -> bytes:
     """A complete HTTP/1.1 keep-alive request, built once so sending it costs one syscall."""
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {LOOPBACK}", "Connection: keep-alive"]
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: keep-alive"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     if body or method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {len(body)}")
@@ -287,6 +316,10 @@ class Expect:
 
     status: int = 200
     contains: bytes = b""
+    #: Each request may be sent once only (it carries a single-use value): a client that has
+    #: sent all of its share stops and says so, instead of going round again and being
+    #: refused for a replay it did not mean.
+    single_use: bool = False
 
     def problem(self, status: int, body: bytes) -> str | None:
         if status != self.status:
@@ -351,18 +384,26 @@ def _client_loop(
     client: _Client,
     port: int,
     requests: Sequence[bytes],
-    stride: int,
+    positions: Iterator[int],
     expect: Expect,
     measure_from: float,
     until: float,
 ) -> None:
-    """Send requests back to back until ``until``; keep latencies of those inside the window."""
+    """Send requests back to back until ``until``; keep latencies of those inside the window.
+
+    The clients of a process take the next request from one shared count: the server does not
+    serve its connections evenly, and a client given a fixed share could run out of
+    single-use requests while others had plenty left.
+    """
     sock: socket.socket | None = None
-    position = client.index
     clock = time.monotonic
     for _ in range(MAX_REQUESTS_PER_CLIENT):
         started = clock()
         if started >= until:
+            break
+        position = next(positions)
+        if expect.single_use and position >= len(requests):
+            client.error("out of requests", "every single-use request was sent; sign more")
             break
         try:
             if sock is None:
@@ -376,11 +417,9 @@ def _client_loop(
                 client.error(type(exc).__name__, str(exc))
             # Never resend it: the server may have handled it before the connection broke,
             # and a single-use request (a client assertion, a DPoP proof) sent again is a replay.
-            position += stride
             time.sleep(0.01)  # a refused connection must not become a busy loop
             continue
         finished = clock()
-        position += stride
         if not reusable:
             sock.close()
             sock = None
@@ -403,16 +442,17 @@ def _load_process(
     port: int,
     requests: Sequence[bytes],
     indexes: Sequence[int],
-    stride: int,
     expect: Expect,
 ) -> None:
-    """A load process: its share of the clients as threads, started on the parent's signal."""
+    """A load process: its share of the clients as threads, started on the parent's signal,
+    sending its share of the requests (``next`` on a count is atomic: the threads share it)."""
     measure_from, until = pipe.recv()
     clients = [_Client(i) for i in indexes]
+    positions = itertools.count()
     threads = [
         threading.Thread(
             target=_client_loop,
-            args=(c, port, requests, stride, expect, measure_from, until),
+            args=(c, port, requests, positions, expect, measure_from, until),
             daemon=True,
         )
         for c in clients
@@ -514,7 +554,7 @@ def run_load(
         parent, child = context.Pipe()
         worker = context.Process(
             target=_load_process,
-            args=(child, port, requests, indexes, concurrency, expect),
+            args=(child, port, requests[p::processes], indexes, expect),
             daemon=True,
         )
         worker.start()

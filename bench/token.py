@@ -1,4 +1,4 @@
-"""Token endpoint and password login throughput under gunicorn, against a bare Flask endpoint.
+"""Token endpoint and password login throughput under gunicorn, against bare Flask and a peer.
 
     python bench/token.py [--db sqlite|postgresql|both] [--duration 10] [--concurrency 32]
     python bench/token.py --profile [--db sqlite] [--grants 1000]
@@ -15,7 +15,14 @@ same load generator as ``bench/lookup.py``:
   each request posts the CSRF token of a session fetched before the run;
 - the bare Flask JSON endpoint (``bench/_bare.py``) taking the token requests' bytes.
 
-It prints each rate, latency and CPU per request, and the ratios to the bare endpoint.
+Then, once, a peer takes the same kind of grants (its own client key, fresh assertion and proof
+each): node-oidc-provider in ``bench/peer/``, two worker processes like gunicorn's, its replay
+detection and tokens in Redis (its default store is per-process memory, under which a replay
+sent to the other worker would pass). It is skipped, with the reason, where Node.js or its
+packages (``npm ci --prefix bench/peer``) are missing.
+
+It prints each rate, latency and CPU per request, and the ratios to the bare endpoint and the
+peer.
 ``--profile`` runs grants in this process through Flask's test client instead: time per grant
 against the bare endpoint's, then cProfile's top functions. This is
 a measurement: it exits 0 whether the figures are good or bad (non-zero only when a run could
@@ -32,8 +39,10 @@ import argparse
 import contextlib
 import functools
 import http.client
+import json
 import re
 import secrets
+import shutil
 import sys
 import time
 import uuid
@@ -49,6 +58,7 @@ from _common import (
     Expect,
     Gunicorn,
     LoadResult,
+    Server,
     ServerSettings,
     clean_environment,
     free_port,
@@ -65,14 +75,15 @@ from _common import (
 from rich.console import Console
 from rich.table import Table
 
+PEER_DIR = BENCH_DIR / "peer"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 FORM = "application/x-www-form-urlencoded"
 CLIENT_ID = "bench-cms"
 USERNAME = "bench-citizen"
 PASSWORD = "bench-password-" + "x" * 8
-TOKEN_OK = Expect(200, b'"DPoP"')
-LOGIN_OK = Expect(303)
+TOKEN_OK = Expect(200, b'"DPoP"', single_use=True)
+LOGIN_OK = Expect(303, single_use=True)
 BARE_OK = Expect(200, b'"status":"ok"')
 
 console = Console(width=max(120, Console().width), highlight=False)
@@ -136,13 +147,13 @@ def seed_instance(db: str, folder: Path, database_url: str | None) -> Instance:
     return Instance(db, folder, port, env, key.as_dict(private=True))
 
 
-def grant_forms(instance: Instance, count: int) -> list[tuple[bytes, str]]:
+def grant_forms(issuer: str, client_key: dict, count: int) -> list[tuple[bytes, str]]:
     """``count`` distinct grants as (form body, DPoP proof): a fresh assertion and proof (one
     DPoP key per simulated client) in each, signed now and valid for the next two minutes."""
     from joserfc import jwt
     from joserfc.jwk import ECKey
 
-    client_key = ECKey.import_key(instance.client_key)
+    key = ECKey.import_key(client_key)
     dpop_keys = [ECKey.generate_key("P-256") for _ in range(32)]
     now = int(time.time())
     grants = []
@@ -150,19 +161,19 @@ def grant_forms(instance: Instance, count: int) -> list[tuple[bytes, str]]:
         claims = {
             "iss": CLIENT_ID,
             "sub": CLIENT_ID,
-            "aud": instance.issuer,
+            "aud": issuer,
             "iat": now,
             "exp": now + 120,
             "jti": secrets.token_urlsafe(16),
         }
-        signed = jwt.encode({"alg": "ES256", "kid": client_key.kid}, claims, client_key)
+        signed = jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key)
         dpop_key = dpop_keys[index % len(dpop_keys)]
         proof = jwt.encode(
             {"typ": "dpop+jwt", "alg": "ES256", "jwk": dpop_key.as_dict(private=False)},
             {
                 "jti": secrets.token_urlsafe(16),
                 "htm": "POST",
-                "htu": instance.issuer + "/token",
+                "htu": issuer + "/token",
                 "iat": now,
             },
             dpop_key,
@@ -179,11 +190,13 @@ def grant_forms(instance: Instance, count: int) -> list[tuple[bytes, str]]:
     return grants
 
 
-def token_requests(instance: Instance, count: int, path: str = "/token") -> list[bytes]:
-    """``count`` distinct grant requests, as raw HTTP for the load generator."""
+def token_requests(issuer: str, client_key: dict, count: int, path: str = "/token") -> list[bytes]:
+    """``count`` distinct grant requests, as raw HTTP for the load generator; the Host header
+    is the issuer's, from which a server may work out the ``htu`` a DPoP proof must name."""
+    host = issuer.split("://", 1)[1]
     return [
-        http_request("POST", path, body, {"Content-Type": FORM, "DPoP": proof})
-        for body, proof in grant_forms(instance, count)
+        http_request("POST", path, body, {"Content-Type": FORM, "DPoP": proof}, host=host)
+        for body, proof in grant_forms(issuer, client_key, count)
     ]
 
 
@@ -236,7 +249,9 @@ def measure(instance: Instance, settings: ServerSettings, args: argparse.Namespa
         port=instance.port,
         ready_path="/readyz",
     ) as server:
-        requests = token_requests(instance, int(window * args.expected_token_rate))
+        requests = token_requests(
+            instance.issuer, instance.client_key, int(window * args.expected_token_rate)
+        )
         token = load(
             f"{instance.db}: client_credentials + private_key_jwt + DPoP",
             server.port,
@@ -256,30 +271,97 @@ def measure(instance: Instance, settings: ServerSettings, args: argparse.Namespa
         bare = load(
             f"{instance.db}: bare Flask JSON",
             server.port,
-            token_requests(instance, 64, path="/"),
+            token_requests(instance.issuer, instance.client_key, 64, path="/"),
             BARE_OK,
             server_pids=server.worker_pids(),
         )
     return Comparison(instance.db, bare, token, login)
 
 
-def report(comparisons: list[Comparison]) -> None:
+def peer_missing() -> str | None:
+    """Why the peer cannot run here, or None."""
+    if shutil.which("node") is None:
+        return "Node.js is not installed"
+    if not (PEER_DIR / "node_modules" / "oidc-provider").is_dir():
+        return "its packages are not installed: npm ci --prefix bench/peer"
+    return None
+
+
+def measure_peer(folder: Path, settings: ServerSettings, args: argparse.Namespace) -> LoadResult:
+    """The same grants (fresh assertion and DPoP proof each) against node-oidc-provider."""
+    from joserfc.jwk import ECKey
+
+    key = ECKey.generate_key("P-256", {"alg": "ES256", "use": "sig"})
+    key.ensure_kid()
+    port = free_port()
+    env = clean_environment(
+        {
+            "PEER_PORT": str(port),
+            "PEER_WORKERS": str(settings.workers),
+            "PEER_CLIENT_ID": CLIENT_ID,
+            "PEER_CLIENT_JWK": json.dumps(key.as_dict(private=False)),
+            "PEER_REDIS_URL": args.redis_url,
+            "PEER_REDIS_PREFIX": f"casebroker-bench-peer-{uuid.uuid4().hex}",
+        }
+    )
+    window = args.duration + args.warmup + 1
+    logs = folder / "logs"
+    logs.mkdir(exist_ok=True)
+    argv = ["node", "server.mjs"]
+    with Server(
+        "node-oidc-provider",
+        argv,
+        env,
+        logs / "peer.log",
+        settings.workers,
+        port=port,
+        ready_path="/.well-known/openid-configuration",
+        cwd=PEER_DIR,
+    ) as server:
+        issuer = f"http://{LOOPBACK}:{port}"
+        requests = token_requests(
+            issuer, key.as_dict(private=True), int(window * args.expected_peer_rate)
+        )
+        return run_load(
+            "peer: node-oidc-provider, same grant (state in Redis)",
+            server.port,
+            requests,
+            TOKEN_OK,
+            concurrency=args.concurrency,
+            duration=args.duration,
+            warmup=args.warmup,
+            processes=args.load_processes,
+            server_pids=server.worker_pids(),
+        )
+
+
+def report(comparisons: list[Comparison], peer: LoadResult | None) -> None:
     table = Table(*RESULT_COLUMNS, title="Throughput and latency (warm-up excluded)")
     for comparison in comparisons:
         table.add_row(*result_row(comparison.bare))
         table.add_row(*result_row(comparison.token))
         table.add_row(*result_row(comparison.login), end_section=True)
+    if peer is not None:
+        table.add_row(*result_row(peer))
     console.print(table)
     for comparison in comparisons:
         for result in (comparison.bare, comparison.token, comparison.login):
             print_errors(result)
+    if peer is not None:
+        print_errors(peer)
     for comparison in comparisons:
         bare = comparison.bare.rate or float("nan")
+        versus_peer = (
+            f"; token/peer = {comparison.token.rate / peer.rate:.0%}" if peer and peer.rate else ""
+        )
         console.print(
             f"{comparison.db}: token/bare = {comparison.token.rate:,.0f} / {bare:,.0f} req/s = "
-            f"{comparison.token.rate / bare:.1%}; logins {comparison.login.rate:,.1f}/s = "
-            f"{comparison.login.rate / bare:.2%} of bare"
+            f"{comparison.token.rate / bare:.1%}{versus_peer}; logins "
+            f"{comparison.login.rate:,.1f}/s = {comparison.login.rate / bare:.2%} of bare"
         )
+    if peer is not None and comparisons:
+        bare = comparisons[0].bare.rate or float("nan")
+        console.print(f"peer: {peer.rate:,.0f} grants/s = {peer.rate / bare:.1%} of the bare rate")
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
@@ -307,8 +389,18 @@ def run_benchmark(args: argparse.Namespace) -> int:
             except Exception as exc:
                 failed = True
                 console.print(f"[bold red]{db}: not measured[/]: {type(exc).__name__}: {exc}")
+    peer = None
+    missing = peer_missing() if args.peer else "--no-peer"
+    if missing:
+        console.print(f"peer: not measured: {missing}")
+    else:
+        with temporary_folder("casebroker-bench-peer-", keep=args.keep) as folder:
+            try:
+                peer = measure_peer(folder, settings, args)
+            except Exception as exc:
+                console.print(f"[bold red]peer: not measured[/]: {type(exc).__name__}: {exc}")
     if comparisons:
-        report(comparisons)
+        report(comparisons, peer)
     return 1 if failed else 0
 
 
@@ -334,7 +426,7 @@ def run_profile(args: argparse.Namespace) -> int:
             app = create_app(environ=instance.env)
             client, bare = app.test_client(), bare_app.test_client()
             count = args.grants
-            grants = iter(grant_forms(instance, 3 * count + 100))
+            grants = iter(grant_forms(instance.issuer, instance.client_key, 3 * count + 100))
 
             def grant(
                 _: int, client: Any = client, grants: Any = grants, base: str = instance.issuer
@@ -382,7 +474,15 @@ def main(argv: list[str] | None = None) -> int:
         default=1500.0,
         help="Upper estimate of grants/s: that many distinct requests per second are signed.",
     )
+    parser.add_argument("--expected-peer-rate", type=float, default=4000.0)
     parser.add_argument("--expected-login-rate", type=float, default=40.0)
+    parser.add_argument(
+        "--peer",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure node-oidc-provider (bench/peer) on the same grants",
+    )
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="the peer's store")
     parser.add_argument("--keep", action="store_true", help="Keep the temporary folder.")
     parser.add_argument("--profile", action="store_true", help="profile in-process instead")
     parser.add_argument("--grants", type=int, default=1000, help="grants per profile pass")
