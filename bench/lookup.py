@@ -34,8 +34,10 @@ import json
 import sqlite3
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +99,9 @@ class Instance:
         return f"http://{LOOPBACK}:{self.port}"
 
 
-def seed_instance(db: str, folder: Path, persons: int, database_url: str | None) -> Instance:
+def seed_instance(
+    db: str, folder: Path, persons: int, database_url: str | None, national: int = 0
+) -> Instance:
     """Migrate and seed the demo, with the issuer on the port the server will listen on."""
     from broker.app import create_app
     from broker.db import get_db
@@ -123,10 +127,62 @@ def seed_instance(db: str, folder: Path, persons: int, database_url: str | None)
             # Prebuilt requests cannot carry a fresh DPoP proof each, so the bench client uses
             # bearer tokens; bench/token.py measures what DPoP proofs cost.
             session.get_one(Client, f"{REQUESTER}-cms").is_fapi = False
+            add_national_records(session, national)
     instance = Instance(db, folder, port, env, seeded.key_files[REQUESTER])
     instance.identifiers = persons_with_income(app, seeded.source_files)
     get_db(app).engine.dispose()
     return instance
+
+
+def add_national_records(session: Any, count: int) -> None:
+    """``count`` other persons, each with an active consent to the requester for the purpose
+    and an open case at the requester: what a country's tables hold besides the persons looked
+    up. A lookup reads consents and cases by person, so its cost must not grow with them."""
+    from sqlalchemy import insert
+
+    from broker.cases.models import Case, CasePurpose
+    from consent.models import Consent
+    from identity.models import Person
+
+    now = datetime.now(UTC)
+    for start in range(0, count, 10_000):
+        ids = [uuid.uuid4() for _ in range(min(10_000, count - start))]
+        cases = [uuid.uuid4() for _ in ids]
+        session.execute(
+            insert(Person), [{"id": i, "given_name": "Other", "family_name": "Person"} for i in ids]
+        )
+        session.execute(
+            insert(Consent),
+            [
+                {
+                    "person_id": i,
+                    "grantee_agency_id": REQUESTER,
+                    "purpose_id": PURPOSE,
+                    "categories": [CATEGORY],
+                    "valid_from": now - timedelta(days=1),
+                    "valid_until": now + timedelta(days=300),
+                    "status": "active",
+                }
+                for i in ids
+            ],
+        )
+        session.execute(
+            insert(Case),
+            [
+                {
+                    "id": case,
+                    "agency_id": REQUESTER,
+                    "reference": f"NATIONAL-{start + n:08d}",
+                    "person_id": i,
+                    "capacity_id": "applicant",
+                    "starts_on": now.date() - timedelta(days=30),
+                }
+                for n, (i, case) in enumerate(zip(ids, cases, strict=True))
+            ],
+        )
+        session.execute(
+            insert(CasePurpose), [{"case_id": case, "purpose_id": PURPOSE} for case in cases]
+        )
 
 
 def persons_with_income(app: Any, source_files: dict[str, Path]) -> list[str]:
@@ -178,10 +234,10 @@ def persons_with_income(app: Any, source_files: dict[str, Path]) -> list[str]:
 def prepared(db: str, folder: Path, args: argparse.Namespace) -> Iterator[Instance]:
     """A seeded instance on ``db``; the PostgreSQL database lives only inside the block."""
     if db == "sqlite":
-        yield seed_instance(db, folder, args.persons, None)
+        yield seed_instance(db, folder, args.persons, None, args.national)
         return
     with postgres_database(args.pg_url, "lookup") as url:
-        yield seed_instance(db, folder, args.persons, url)
+        yield seed_instance(db, folder, args.persons, url, args.national)
 
 
 def lookup_body(identifier: str) -> bytes:
@@ -312,6 +368,11 @@ def run_benchmark(args: argparse.Namespace) -> int:
                     console.print(
                         f"{db}: seeded {args.persons} persons, "
                         f"{len(instance.identifiers)} with income records to look up"
+                        + (
+                            f", and {args.national:,} others with a consent and a case"
+                            if args.national
+                            else ""
+                        )
                     )
                     comparisons.append(measure(instance, settings, args))
             except Exception as exc:
@@ -623,6 +684,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
     parser.add_argument("--load-processes", type=int, default=2, help="load generator processes")
     parser.add_argument("--persons", type=int, default=1000, help="demo persons to seed")
+    parser.add_argument(
+        "--national",
+        type=int,
+        default=0,
+        help="other persons to add, each with an active consent and an open case at the "
+        "requester (a lookup must cost the same with 0 or 1,000,000 of them)",
+    )
     parser.add_argument(
         "--pg-url",
         default=DEFAULT_PG_URL,

@@ -61,7 +61,17 @@ class Consent(Base):
             "status IN ('requested', 'active', 'declined', 'revoked', 'expired')", name="status"
         ),
         CheckConstraint("valid_until > valid_from", name="window"),
-        Index("ix_consent_lookup", "person_id", "grantee_agency_id", "purpose_id", "status"),
+        # Every lookup's consent read: equality on the first four, the window's end as a
+        # range. Without the last column SQLite preferred ix_consent_status_valid_until, which
+        # walks every active consent in the country (47 ms a lookup at 200,000 of them).
+        Index(
+            "ix_consent_lookup",
+            "person_id",
+            "grantee_agency_id",
+            "purpose_id",
+            "status",
+            "valid_until",
+        ),
         Index("ix_consent_status_valid_until", "status", "valid_until"),
         Index("ix_consent_grantee_created", "grantee_agency_id", "created_at"),
         Index(

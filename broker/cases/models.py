@@ -44,7 +44,12 @@ class Case(Base):
             "OR (status = 'closed' AND closed_at IS NOT NULL)",
             name="closed_at",
         ),
-        Index("ix_case_registration_person_agency", "person_id", "agency_id", "status"),
+        # Every lookup's case read, in the order it is answered in: without ``reference`` SQLite
+        # preferred the (agency_id, reference) constraint for its order and walked every case
+        # of the agency (51 ms a lookup at 200,000 of them).
+        Index(
+            "ix_case_registration_person_agency", "person_id", "agency_id", "status", "reference"
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
