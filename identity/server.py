@@ -193,8 +193,8 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             raise InvalidClientError(description="The client assertion aud must be the issuer.")
 
     def validate_jti(self, claims: dict[str, Any], jti: Any) -> bool:
-        """Burn the ``jti`` in its own committed transaction, so a replay fails even when
-        this request fails later, and in every process sharing the database."""
+        """Burn the ``jti``, committed at once on a connection of its own, so a replay fails
+        even when this request fails later, and in every process sharing the database."""
         if not isinstance(jti, str) or not 0 < len(jti) <= 255:
             return False
         digest = hashlib.sha256(f"{claims['sub']}\0{jti}".encode()).hexdigest()

@@ -87,7 +87,7 @@ def authenticate(scope: str) -> Caller:
     else:
         if not bound:
             raise TokenProblem(InvalidToken("This token is not DPoP-bound."), "DPoP")
-        # The proof's jti is burned in a transaction of its own; end the reads so far first,
+        # The proof's jti is burned on a connection of its own; end the reads so far first,
         # so that a request never holds two pooled connections (a pool-wide deadlock under load).
         session.commit()
         try:
