@@ -13,8 +13,9 @@ and committed, source queried. The target is a lookup rate of at least 35% of th
 
 ``--profile`` runs lookups in this process through Flask's test client instead: time per stage
 of the lookup, then cProfile's top functions, then the floor (what any implementation must spend:
-the token's signature, one Cedar decision, one insert and commit through the bare driver) and the
-ratio a lookup costing only that would reach. It is how to find what to speed up.
+the token's signature, one Cedar decision, the lookup's own reads replayed and one insert and
+commit, through the bare drivers) and the ratio a lookup costing only that would reach. It is
+how to find what to speed up.
 
 This is a measurement: it exits 0 whether or not the target is met (non-zero only when a
 database could not be set up or a run failed outright).
@@ -507,11 +508,66 @@ def timed_loop(post: Callable[[int], Any], count: int) -> float:
     return (time.perf_counter() - started) / count
 
 
-def floor_costs(app: Any, client: Any, token: str, url: str, count: int) -> list[tuple[str, float]]:
+def captured_reads(lookup: Callable[[int], Any]) -> list[tuple[str, str, Any]]:
+    """The reads one lookup sends to its databases (the broker's and the source's), as the
+    driver received them: (database URL, SQL, parameters)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    seen = []
+
+    def record(conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "WITH")):
+            url = conn.engine.url.render_as_string(hide_password=False)
+            seen.append((url, statement, parameters))
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        lookup(0)
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    return seen
+
+
+def replay_reads(reads: list[tuple[str, str, Any]], count: int) -> float:
+    """Seconds per replay of ``reads`` through the bare drivers, autocommitted (no BEGIN)."""
+    from sqlalchemy import create_engine
+
+    engines, raws, cursors = [], {}, {}
+    try:
+        for url in dict.fromkeys(url for url, _, _ in reads):
+            engine = create_engine(url)  # only to open the driver's connection as the URL says
+            engines.append(engine)
+            raw = engine.raw_connection()
+            raws[url] = raw
+            if url.startswith("sqlite"):
+                raw.dbapi_connection.isolation_level = None
+            else:
+                raw.dbapi_connection.autocommit = True
+            cursors[url] = raw.cursor()
+
+        def replay(_: int) -> None:
+            for url, statement, parameters in reads:
+                cursor = cursors[url]
+                cursor.execute(statement, parameters)
+                cursor.fetchall()
+
+        return per_call(replay, count)
+    finally:
+        for raw in raws.values():
+            raw.close()
+        for engine in engines:
+            engine.dispose()
+
+
+def floor_costs(
+    app: Any, client: Any, token: str, url: str, count: int, reads: list[tuple[str, str, Any]]
+) -> list[tuple[str, float]]:
     """Seconds per call of what any lookup must do, whatever the code around it: check the
-    access token's ES256 signature, take one Cedar decision, insert one event and commit it
-    through the bare database driver (no SQLAlchemy). With the bare request's own time, they
-    bound from above the ratio any implementation of this lookup could reach here."""
+    access token's ES256 signature, take one Cedar decision, make its reads (the very SQL and
+    parameters it sent, ``reads``), insert one event and commit it, all through the bare
+    database drivers (no SQLAlchemy). With the bare request's own time, they bound from above
+    the ratio any implementation of this lookup could reach here."""
     from datetime import UTC, datetime
 
     from joserfc import jwt
@@ -566,6 +622,12 @@ def floor_costs(app: Any, client: Any, token: str, url: str, count: int) -> list
             ),
             ("one Cedar decision (cedarpy)", per_call(lambda i: engine.decide(decision), count)),
         ]
+        costs.append(
+            (
+                f"its {len(reads)} reads, the SQL it sent (bare drivers, autocommit)",
+                replay_reads(reads, count),
+            )
+        )
         costs.append(("one event inserted and committed (bare driver)", per_call(insert, count)))
         cursor.execute("DROP TABLE bench_floor")
         raw.commit()
@@ -659,7 +721,8 @@ def run_profile(args: argparse.Namespace) -> int:
             url = app.config["DATABASE_URL"]
             if url.startswith("sqlite"):
                 url = f"sqlite:///{folder / 'floor.db'}"
-            print_floor(floor_costs(app, client, token, url, count), per_bare, per_lookup)
+            reads = captured_reads(lookup)
+            print_floor(floor_costs(app, client, token, url, count, reads), per_bare, per_lookup)
             app.extensions["casebroker.sources"].close()
             app.extensions["casebroker.db"].engine.dispose()
     return 0
