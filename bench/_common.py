@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import cProfile
+import functools
 import http.client
 import itertools
 import multiprocessing
@@ -610,6 +611,18 @@ def run_load(
 
 
 # --- reporting ---------------------------------------------------------------------------
+
+
+def load_runner(args: Any) -> Callable[..., LoadResult]:
+    """``run_load`` with the command line's load settings (``--concurrency``, ``--duration``,
+    ``--warmup``, ``--load-processes``), the same for every run a benchmark compares."""
+    return functools.partial(
+        run_load,
+        concurrency=args.concurrency,
+        duration=args.duration,
+        warmup=args.warmup,
+        processes=args.load_processes,
+    )
 
 
 def machine_summary() -> str:

@@ -53,13 +53,13 @@ from _common import (
     clean_environment,
     free_port,
     http_request,
+    load_runner,
     machine_summary,
     per_call,
     postgres_database,
     print_errors,
     profile_calls,
     result_row,
-    run_load,
     temporary_folder,
 )
 from rich.console import Console
@@ -293,13 +293,7 @@ def measure(instance: Instance, settings: ServerSettings, args: argparse.Namespa
     env = clean_environment(instance.env)
     logs = instance.folder / "logs"
     logs.mkdir(exist_ok=True)
-    load = functools.partial(
-        run_load,
-        concurrency=args.concurrency,
-        duration=args.duration,
-        warmup=args.warmup,
-        processes=args.load_processes,
-    )
+    load = load_runner(args)
     with Gunicorn(
         "broker:create_app()",
         settings,

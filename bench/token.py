@@ -37,7 +37,6 @@ import _path  # noqa: F401  (first: see _path.py)
 
 import argparse
 import contextlib
-import functools
 import http.client
 import json
 import re
@@ -63,13 +62,13 @@ from _common import (
     clean_environment,
     free_port,
     http_request,
+    load_runner,
     machine_summary,
     per_call,
     postgres_database,
     print_errors,
     profile_calls,
     result_row,
-    run_load,
     temporary_folder,
 )
 from rich.console import Console
@@ -233,13 +232,7 @@ def measure(instance: Instance, settings: ServerSettings, args: argparse.Namespa
     env = clean_environment(instance.env)
     logs = instance.folder / "logs"
     logs.mkdir(exist_ok=True)
-    load = functools.partial(
-        run_load,
-        concurrency=args.concurrency,
-        duration=args.duration,
-        warmup=args.warmup,
-        processes=args.load_processes,
-    )
+    load = load_runner(args)
     window = args.duration + args.warmup + 1
     with Gunicorn(
         "broker:create_app()",
@@ -322,15 +315,11 @@ def measure_peer(folder: Path, settings: ServerSettings, args: argparse.Namespac
         requests = token_requests(
             issuer, key.as_dict(private=True), int(window * args.expected_peer_rate)
         )
-        return run_load(
+        return load_runner(args)(
             "peer: node-oidc-provider, same grant (state in Redis)",
             server.port,
             requests,
             TOKEN_OK,
-            concurrency=args.concurrency,
-            duration=args.duration,
-            warmup=args.warmup,
-            processes=args.load_processes,
             server_pids=server.worker_pids(),
         )
 
