@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import date
 from datetime import time as clock_time
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 from uuid import UUID
 
@@ -48,6 +48,7 @@ _WRITES = re.compile(
     r"|vacuum|reindex|grant|revoke|copy|call|lock)\b",
     re.IGNORECASE,
 )
+T = TypeVar("T")
 _TIMEOUT_STATES = {"57014"}  # PostgreSQL query_canceled: statement_timeout fired
 
 
@@ -81,7 +82,8 @@ def check_query(query: str) -> str | None:
 class SqlAdapter:
     """A source read through one SQLAlchemy engine; safe to share between threads."""
 
-    #: ``fetch`` returns or raises by its timeout on its own (its ``Runner`` stops waiting).
+    #: ``fetch`` returns or raises by its timeout on its own: on SQLite the statement and the
+    #: lock wait stop at the deadline, elsewhere its ``Runner`` stops waiting.
     keeps_deadline = True
 
     def __init__(
@@ -109,7 +111,12 @@ class SqlAdapter:
         self._engine, self._begin = _make_engine(
             reader, reader.string("url"), pool_size, connect_timeout
         )
-        self._runner = Runner(f"casebroker-sql-{source_id}", pool_size)
+        # A SQLite file is read in the caller's thread: nothing there can block past the
+        # deadline (``_sqlite_begin`` bounds the statement and the lock wait, and its pool never
+        # makes a caller wait), so a worker thread would only add a hand-off. A server may stop
+        # answering mid-call, so its reads run on worker threads the caller stops waiting for.
+        inline = self._engine.dialect.name == "sqlite"
+        self._runner = None if inline else Runner(f"casebroker-sql-{source_id}", pool_size)
         self._closed = False
 
     def fetch(self, category: str, identifier: str, timeout: float) -> list[Record]:
@@ -117,7 +124,15 @@ class SqlAdapter:
         fields = fields_of(self._fields, category)
         check_identifier(identifier)
         deadline = Deadline(timeout)
-        return self._runner.run(lambda d: self._fetch(category, fields, identifier, d), deadline)
+        return self._run(lambda d: self._fetch(category, fields, identifier, d), deadline)
+
+    def _run(self, call: Callable[[Deadline], T], deadline: Deadline) -> T:
+        if self._runner is None:
+            if self._closed:
+                raise SourceUnavailable("adapter is closed")
+            deadline.check()
+            return call(deadline)
+        return self._runner.run(call, deadline)
 
     def _fetch(
         self, category: str, fields: frozenset[str], identifier: str, deadline: Deadline
@@ -137,7 +152,7 @@ class SqlAdapter:
         """Connects and prepares every query, so a wrong column shows before a lookup needs it."""
         deadline = Deadline(timeout)
         try:
-            checked = self._runner.run(self._probe, deadline)
+            checked = self._run(self._probe, deadline)
         except SourceUnavailable as exc:
             return Health(False, str(exc))
         return Health(True, f"{checked} queries answer with known fields")
@@ -167,7 +182,8 @@ class SqlAdapter:
         if self._closed:
             return
         self._closed = True
-        self._runner.close()
+        if self._runner is not None:
+            self._runner.close()
         self._engine.dispose()
 
 
@@ -262,7 +278,7 @@ def _sqlite_engine(reader: ConfigReader, url: URL, pool_size: int) -> Engine:
         url.set(database=database, query=query),
         poolclass=QueuePool,
         pool_size=pool_size,
-        max_overflow=0,
+        max_overflow=-1,
         connect_args={"check_same_thread": False},
     )
     event.listen(engine, "connect", _sqlite_query_only)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from audit.models import AuditEvent, AuditSequence
 from audit.records import canonical_json, leaf_hash
+from broker.prepared import Prepared
 
 RECORD_VERSION = 1
 
@@ -39,13 +40,20 @@ INDEXED = {
 
 _sequence = AuditSequence.__table__
 #: Built once (they run on every lookup): reserve ``count`` numbers, then insert the events.
-_RESERVE = (
+_RESERVE = Prepared(
     update(_sequence)
     .where(_sequence.c.id == 1)
     .values(next_seq=_sequence.c.next_seq + bindparam("count", type_=Integer))
     .returning(_sequence.c.next_seq)
 )
-_INSERT = insert(AuditEvent.__table__)
+_INSERT = Prepared(
+    insert(AuditEvent.__table__).values(
+        {
+            column.name: bindparam(column.name, type_=column.type)
+            for column in AuditEvent.__table__.c
+        }
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,7 @@ def append(session: Session, records: Sequence[Mapping[str, Any]]) -> list[Appen
     if not records:
         return []
     encoded = [canonical_json(r) for r in records]
-    end = session.execute(_RESERVE, {"count": len(records)}).scalar_one()
+    end = _RESERVE.rows(session, {"count": len(records)})[0].next_seq
     start = end - len(records)
     rows = []
     appended = []
@@ -98,7 +106,7 @@ def append(session: Session, records: Sequence[Mapping[str, Any]]) -> list[Appen
             row[column] = _column_value(column, record.get(key))
         rows.append(row)
         appended.append(Appended(start + offset, digest))
-    session.execute(_INSERT, rows)
+    _INSERT.run_many(session, rows)
     if has_app_context():
         g.audit_appended = True  # lets the app integrate once the response has gone
     return appended

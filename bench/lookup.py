@@ -452,7 +452,7 @@ def stage_wrappers(app: Any) -> list[tuple[str, Any, str]]:
         ("      Session.commit", Session, "commit"),
         ("    _fetch_and_shape", LookupService, "_fetch_and_shape"),
         ("      SourceCaller.fetch_all", SourceCaller, "fetch_all"),
-        ("        SqlAdapter._fetch (pool thread)", SqlAdapter, "_fetch"),
+        ("        SqlAdapter._fetch", SqlAdapter, "_fetch"),
         ("  jsonify", views, "jsonify"),
     ]
 
@@ -504,9 +504,12 @@ def timed_loop(post: Callable[[int], Any], count: int) -> float:
 
 def captured_reads(lookup: Callable[[int], Any]) -> list[tuple[str, str, Any]]:
     """The reads one lookup sends to its databases (the broker's and the source's), as the
-    driver received them: (database URL, SQL, parameters)."""
+    driver received them: (database URL, SQL, parameters). Statements run through SQLAlchemy
+    are seen by its event; the prepared ones go straight to the cursor, so it is watched too."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
+
+    import broker.prepared
 
     seen = []
 
@@ -515,10 +518,25 @@ def captured_reads(lookup: Callable[[int], Any]) -> list[tuple[str, str, Any]]:
             url = conn.engine.url.render_as_string(hide_password=False)
             seen.append((url, statement, parameters))
 
+    class Watched:
+        def __init__(self, connection: Any) -> None:
+            self._connection = connection
+            self._cursor = cursor_of(connection)
+
+        def execute(self, statement: str, parameters: Any) -> Any:
+            record(self._connection, None, statement, parameters)
+            return self._cursor.execute(statement, parameters)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._cursor, name)
+
+    cursor_of = broker.prepared._cursor
     event.listen(Engine, "before_cursor_execute", record)
+    broker.prepared._cursor = Watched
     try:
         lookup(0)
     finally:
+        broker.prepared._cursor = cursor_of
         event.remove(Engine, "before_cursor_execute", record)
     return seen
 

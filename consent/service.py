@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 import audit
 from broker.models import Agency, DataCategory, Purpose
+from broker.prepared import Prepared
 from consent import notifications
 from consent.errors import (
     ConsentNotFound,
@@ -154,15 +155,15 @@ _consent = Consent.__table__.c
 _now = bindparam("now", type_=DateTime(timezone=True))
 
 #: Built once: it runs on every lookup.
-_IN_FORCE = select(
-    _consent.id, _consent.provider_agency_id, _consent.categories, _consent.fields
-).where(
-    _consent.person_id == bindparam("person", type_=Uuid),
-    _consent.grantee_agency_id == bindparam("grantee"),
-    _consent.purpose_id == bindparam("purpose"),
-    _consent.status == "active",
-    _consent.valid_from <= _now,
-    _consent.valid_until > _now,
+_IN_FORCE = Prepared(
+    select(_consent.id, _consent.provider_agency_id, _consent.categories, _consent.fields).where(
+        _consent.person_id == bindparam("person", type_=Uuid),
+        _consent.grantee_agency_id == bindparam("grantee"),
+        _consent.purpose_id == bindparam("purpose"),
+        _consent.status == "active",
+        _consent.valid_from <= _now,
+        _consent.valid_until > _now,
+    )
 )
 
 
@@ -176,7 +177,7 @@ def in_force(
     statement starts is seen by it, on every node; an expiry needs no write at all.
     """
     params = {"person": person_id, "grantee": grantee, "purpose": purpose, "now": now}
-    return session.execute(_IN_FORCE, params).all()
+    return _IN_FORCE.rows(session, params)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
 from sqlalchemy import Row, Uuid, bindparam, exists, select
 from sqlalchemy.orm import Session
 
+from broker.prepared import Prepared
 from identity.keys import PUBLISHED_STATES
 from identity.models import Client, ReplayGuard, SigningKey
 from identity.oidc_models import TokenFamily
@@ -88,19 +89,21 @@ _PUBLISHED_KEY = select(_KEY_JWK.label("jwk"))
 #: its client is registered for FAPI. Read fresh on every request (a revocation or a key
 #: withdrawal committed by any process counts at once); built once, so only its execution
 #: costs per request.
-_TOKEN_STATE = select(
-    _KEY_JWK.label("jwk"),
-    select(_families.revoked_at.is_(None))
-    .where(_families.id == bindparam("gid", type_=Uuid))
-    .scalar_subquery()
-    .label("family_live"),
-    exists()
-    .where(_guards.namespace == "revoked_at", _guards.value == bindparam("jti"))
-    .label("jti_revoked"),
-    select(_clients.is_fapi)
-    .where(_clients.id == bindparam("client_id"))
-    .scalar_subquery()
-    .label("client_fapi"),
+_TOKEN_STATE = Prepared(
+    select(
+        _KEY_JWK.label("jwk"),
+        select(_families.revoked_at.is_(None))
+        .where(_families.id == bindparam("gid", type_=Uuid))
+        .scalar_subquery()
+        .label("family_live"),
+        exists()
+        .where(_guards.namespace == "revoked_at", _guards.value == bindparam("jti"))
+        .label("jti_revoked"),
+        select(_clients.is_fapi)
+        .where(_clients.id == bindparam("client_id"))
+        .scalar_subquery()
+        .label("client_fapi"),
+    )
 )
 
 
@@ -213,4 +216,4 @@ def _token_state(session: Session, kid: str, unverified: dict[str, Any]) -> Row[
         "jti": jti if isinstance(jti, str) else "",
         "client_id": client_id if isinstance(client_id, str) else None,
     }
-    return session.execute(_TOKEN_STATE, params).one()
+    return _TOKEN_STATE.rows(session, params)[0]

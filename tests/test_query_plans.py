@@ -63,8 +63,16 @@ def plan(session, statement) -> str:
 @pytest.mark.parametrize(
     ("statement", "index", "served"),
     [
-        (_IN_FORCE, "ix_consent_lookup", ["person_id", "grantee_agency_id", "valid_until"]),
-        (_LIVE_CASES, "ix_case_registration_person_agency", ["person_id", "agency_id", "status"]),
+        (
+            _IN_FORCE.statement,
+            "ix_consent_lookup",
+            ["person_id", "grantee_agency_id", "valid_until"],
+        ),
+        (
+            _LIVE_CASES.statement,
+            "ix_case_registration_person_agency",
+            ["person_id", "agency_id", "status"],
+        ),
     ],
     ids=["consents-in-force", "live-cases"],
 )

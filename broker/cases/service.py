@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 import audit
 from broker.cases.models import Case, CaseAssignee, CaseCapacity, CasePurpose
 from broker.models import Purpose
+from broker.prepared import Prepared
 from identity.models import IdentityLink, Officer
 
 MAX_REFERENCE = 128
@@ -353,7 +354,7 @@ _on = bindparam("on", type_=Date)
 
 #: The requester's live cases on the person for the purpose, each with whether the officer
 #: is assigned to it: one statement, built once (it runs on every lookup).
-_LIVE_CASES = (
+_LIVE_CASES = Prepared(
     select(
         _case.reference,
         _case.capacity_id,
@@ -393,7 +394,7 @@ def case_facts(
         "on": today(now),
         "officer": _officer_uuid(officer),
     }
-    rows = session.execute(_LIVE_CASES, params).all()
+    rows = _LIVE_CASES.rows(session, params)
     if not rows:
         return CaseFacts(False)
     return CaseFacts(

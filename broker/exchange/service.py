@@ -24,6 +24,7 @@ from audit import policy_versions
 from broker.cases.service import CaseFacts, case_facts
 from broker.exchange.sources import SourceCaller, SourceSpec
 from broker.models import Agency, DataCategory, Purpose, Source, SourceCategory
+from broker.prepared import Prepared
 from identity.models import IdentityLink
 from policies import Decision, DecisionRequest, PolicyEngine, PurposeCapError, check_purpose_request
 
@@ -39,14 +40,18 @@ _agency = Agency.__table__.c
 _provides = SourceCategory.__table__.c
 
 # The registry and identity reads of a lookup, built once: a lookup pays only for running them.
-_PURPOSE = select(_purpose.id, _purpose.break_glass_allowed, _purpose.justification_required).where(
-    _purpose.id == bindparam("purpose")
+_PURPOSE = Prepared(
+    select(_purpose.id, _purpose.break_glass_allowed, _purpose.justification_required).where(
+        _purpose.id == bindparam("purpose")
+    )
 )
-_CATEGORIES = select(_category.id, _category.sensitivity, _category.fields).where(
-    _category.id.in_(bindparam("categories", expanding=True))
+_CATEGORIES = Prepared(
+    select(_category.id, _category.sensitivity, _category.fields).where(
+        _category.id.in_(bindparam("categories", expanding=True))
+    )
 )
 #: Every agency's links to the person the requester names with its own identifier.
-_PERSON_LINKS = (
+_PERSON_LINKS = Prepared(
     select(_link.c.person_id, _link.c.agency_id, _link.c.scheme, _link.c.value)
     .join(_asked, _asked.c.person_id == _link.c.person_id)
     .where(
@@ -56,7 +61,7 @@ _PERSON_LINKS = (
     )
 )
 #: The other agencies' active sources of a wanted category, with every category they provide.
-_TARGETS = (
+_TARGETS = Prepared(
     select(
         _source.id,
         _source.agency_id,
@@ -166,11 +171,12 @@ class LookupService:
         return self._fetch_and_shape(request, targets, break_glass)
 
     def _check_purpose(self, caller: Caller, request: LookupRequest) -> tuple[Row[Any], bool]:
-        purpose = self.session.execute(_PURPOSE, {"purpose": request.purpose}).first()
-        if purpose is None:
+        found = _PURPOSE.rows(self.session, {"purpose": request.purpose})
+        if not found:
             raise LookupRejected(
                 422, "Unknown purpose", f"No purpose {request.purpose!r} is registered."
             )
+        purpose = found[0]
         try:
             check = check_purpose_request(purpose, request.justification, request.break_glass)
         except PurposeCapError as exc:
@@ -179,7 +185,7 @@ class LookupService:
         return purpose, check.break_glass
 
     def _check_categories(self, request: LookupRequest) -> list[Row[Any]]:
-        rows = self.session.execute(_CATEGORIES, {"categories": list(request.categories)})
+        rows = _CATEGORIES.rows(self.session, {"categories": list(request.categories)})
         found = {row.id: row for row in rows}
         unknown = [c for c in request.categories if c not in found]
         if unknown:
@@ -192,10 +198,10 @@ class LookupService:
         self, caller: Caller, request: LookupRequest
     ) -> tuple[uuid.UUID, dict[str, dict[str, str]]]:
         """The person's internal id and every agency's identifiers for them, by scheme."""
-        links = self.session.execute(
-            _PERSON_LINKS,
+        links = _PERSON_LINKS.rows(
+            self.session,
             {"agency": caller.agency, "scheme": request.scheme, "value": request.value},
-        ).all()
+        )
         if not links:
             self._reject(caller, request, "person", "unknown identifier")
             raise LookupRejected(
@@ -222,9 +228,7 @@ class LookupService:
         adapter (kept per process, keyed by the spec) is the same whatever a lookup asks for.
         """
         wanted = {c.id: c for c in categories}
-        rows = self.session.execute(
-            _TARGETS, {"categories": list(wanted), "requester": caller.agency}
-        ).all()
+        rows = _TARGETS.rows(self.session, {"categories": list(wanted), "requester": caller.agency})
         sources: dict[str, tuple[Row[Any], dict[str, tuple[str, ...]]]] = {}
         for row in rows:
             sources.setdefault(row.id, (row, {}))[1][row.category_id] = tuple(row.fields)
