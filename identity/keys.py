@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from broker.db import utcnow
+from broker.prepared import Prepared
 from identity.models import SigningKey
 
 PUBLISHED_STATES = ("next", "active", "retiring")
@@ -110,8 +111,10 @@ def _load_private(kek: bytes, kid: str, alg: str, sealed: bytes) -> LoadedKey:
 
 _signing_key = SigningKey.__table__.c
 #: Built once: every token issued reads it.
-_ACTIVE = select(_signing_key.kid, _signing_key.alg, _signing_key.private_key_encrypted).where(
-    _signing_key.alg == bindparam("alg"), _signing_key.status == "active"
+_ACTIVE = Prepared(
+    select(_signing_key.kid, _signing_key.alg, _signing_key.private_key_encrypted).where(
+        _signing_key.alg == bindparam("alg"), _signing_key.status == "active"
+    )
 )
 
 
@@ -121,7 +124,8 @@ def active_key(session: Session, kek: bytes, alg: str = "ES256") -> LoadedKey:
     Two processes racing to make the first key both try the insert; the partial unique index
     on (alg) where active lets exactly one win, and the loser reads the winner's key.
     """
-    row: SigningKey | Row[Any] | None = session.execute(_ACTIVE, {"alg": alg}).first()
+    found = _ACTIVE.rows(session, {"alg": alg})
+    row: Any = found[0] if found else None
     if row is None:
         try:
             with session.begin_nested():

@@ -14,11 +14,20 @@ from sqlalchemy import DateTime, bindparam, delete, insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from broker.prepared import Prepared
 from identity.models import ReplayGuard
 
 _guard = ReplayGuard.__table__
-_BURN = insert(_guard)
-_SWEEP = delete(_guard).where(_guard.c.expires_at < bindparam("now", type_=DateTime(timezone=True)))
+_BURN = Prepared(
+    insert(_guard).values(
+        namespace=bindparam("namespace"),
+        value=bindparam("value"),
+        expires_at=bindparam("expires_at", type_=DateTime(timezone=True)),
+    )
+)
+_SWEEP = Prepared(
+    delete(_guard).where(_guard.c.expires_at < bindparam("now", type_=DateTime(timezone=True)))
+)
 
 
 def burn(engine: Engine, namespace: str, digest: str, expires_at: datetime) -> bool:
@@ -31,11 +40,11 @@ def burn(engine: Engine, namespace: str, digest: str, expires_at: datetime) -> b
     """
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         try:
-            connection.execute(
-                _BURN, {"namespace": namespace, "value": digest, "expires_at": expires_at}
+            _BURN.rows(
+                connection, {"namespace": namespace, "value": digest, "expires_at": expires_at}
             )
         except IntegrityError:
             return False
         if digest.startswith("00"):
-            connection.execute(_SWEEP, {"now": datetime.now(UTC)})
+            _SWEEP.rows(connection, {"now": datetime.now(UTC)})
     return True

@@ -25,6 +25,7 @@ from sqlalchemy import Row, and_, bindparam, select
 
 from broker.db import get_db, get_session
 from broker.models import Agency
+from broker.prepared import Prepared
 from identity import replay
 from identity.grants import (
     AuthorizationCodeGrant,
@@ -90,7 +91,7 @@ _agency = Agency.__table__.c
 
 #: An active client of an active agency, a row per active key (one with no key when it has
 #: none): built once, as every token request runs it.
-_ACTIVE_CLIENT = (
+_ACTIVE_CLIENT = Prepared(
     select(
         _client.id,
         _client.agency_id,
@@ -118,7 +119,7 @@ def query_client(client_id: str) -> OAuthClient | None:
     """Active clients of active agencies only; a disabled one is as good as unknown."""
     if not isinstance(client_id, str) or len(client_id) > 128 or not client_id.isprintable():
         return None
-    rows = get_session().execute(_ACTIVE_CLIENT, {"client_id": client_id}).all()
+    rows = _ACTIVE_CLIENT.rows(get_session(), {"client_id": client_id})
     if not rows:
         return None
     return OAuthClient(rows[0], [row.jwk for row in rows if row.jwk is not None])
