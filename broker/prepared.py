@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
@@ -93,28 +94,26 @@ class Prepared:
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
-        self._expanding: dict[str, tuple[str, ...]] = {}
-        self._shapes: dict[tuple[str, tuple[int, ...]], _Shape] = {}
+        # Per dialect instance (an engine's), not per name: the SQL depends on the driver's
+        # paramstyle and the server's version. Threads racing to fill these build equal values.
+        self._by_dialect: WeakKeyDictionary[Dialect, _Shapes] = WeakKeyDictionary()
 
     def _shape(self, dialect: Dialect, params: Mapping[str, Any]) -> _Shape:
-        expanding = self._expanding.get(dialect.name)
-        if expanding is None:
-            compiled = self.statement.compile(dialect=dialect)  # type: ignore[attr-defined]
-            expanding = tuple(
-                name for name, bind in compiled.binds.items() if bind.expanding and bind.required
-            )
-            self._expanding[dialect.name] = expanding
-        lengths = tuple(len(params[name]) for name in expanding)
-        key = (dialect.name, lengths)
-        shape = self._shapes.get(key)
+        shapes = self._by_dialect.get(dialect)
+        if shapes is None:
+            shapes = self._by_dialect.setdefault(dialect, _Shapes(self.statement, dialect))
+        lengths = tuple(len(params[name]) for name in shapes.expanding)
+        shape = shapes.by_lengths.get(lengths)
         if shape is None:
-            shape = _Shape(self.statement, dialect, dict(zip(expanding, lengths, strict=True)))
-            self._shapes[key] = shape
+            named = dict(zip(shapes.expanding, lengths, strict=True))
+            shape = shapes.by_lengths.setdefault(lengths, _Shape(self.statement, dialect, named))
         return shape
 
     def rows(self, session: Session | Connection, params: Mapping[str, Any]) -> list[Any]:
-        """The result rows, as named tuples of the statement's columns (none for a write)."""
-        connection = session.connection() if isinstance(session, Session) else session
+        """The result rows, as named tuples of the statement's columns (none for a write).
+
+        Like ``Session.execute``, a session with autoflush on flushes pending objects first."""
+        connection = _connection(session)
         dialect = connection.dialect
         shape = self._shape(dialect, params)
         arguments = shape.arguments(params)
@@ -144,7 +143,7 @@ class Prepared:
 
     def run_many(self, session: Session | Connection, batch: Sequence[Mapping[str, Any]]) -> None:
         """Runs the statement once per parameter set: an insert of several rows."""
-        connection = session.connection() if isinstance(session, Session) else session
+        connection = _connection(session)
         dialect = connection.dialect
         shape = self._shape(dialect, batch[0])
         arguments = [shape.arguments(params) for params in batch]
@@ -155,6 +154,27 @@ class Prepared:
             raise _wrapped(connection, shape.sql, arguments, exc) from exc
         finally:
             cursor.close()
+
+
+class _Shapes:
+    """A statement's shapes for one dialect, by the lengths of its expanding parameters."""
+
+    __slots__ = ("by_lengths", "expanding")
+
+    def __init__(self, statement: Any, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.expanding = tuple(
+            name for name, bind in compiled.binds.items() if bind.expanding and bind.required
+        )
+        self.by_lengths: dict[tuple[int, ...], _Shape] = {}
+
+
+def _connection(session: Session | Connection) -> Connection:
+    if isinstance(session, Connection):
+        return session
+    if session.autoflush:
+        session.flush()
+    return session.connection()
 
 
 def _cursor(connection: Connection) -> Any:

@@ -86,3 +86,11 @@ def test_runs_inside_the_sessions_transaction(db_session) -> None:
     assert len(_EVENTS.rows(db_session, {"seqs": [0, 1]})) == 2
     db_session.rollback()
     assert [r.seq for r in _EVENTS.rows(db_session, {"seqs": [0, 1]})] == [0]
+
+
+def test_a_session_flushes_pending_objects_first(db_session) -> None:
+    """As ``Session.execute`` would: a read sees what the session added and did not flush."""
+    db_session.add(DataCategory(id="pending-x", name="Pending", sensitivity="low", fields=["a"]))
+    assert [row.id for row in _CATEGORY.rows(db_session, {"id": "pending-x"})] == ["pending-x"]
+    db_session.rollback()
+    assert _CATEGORY.rows(db_session, {"id": "pending-x"}) == []
