@@ -30,7 +30,6 @@ import _path  # noqa: F401  (first: see _path.py)
 import argparse
 import contextlib
 import functools
-import itertools
 import json
 import sqlite3
 import sys
@@ -62,6 +61,7 @@ from _common import (
     result_row,
     temporary_folder,
 )
+from _floor import Reads, captured_reads, committed_inserts, print_floor, replay_reads
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
@@ -502,78 +502,8 @@ def timed_loop(post: Callable[[int], Any], count: int) -> float:
     return (time.perf_counter() - started) / count
 
 
-def captured_reads(lookup: Callable[[int], Any]) -> list[tuple[str, str, Any]]:
-    """The reads one lookup sends to its databases (the broker's and the source's), as the
-    driver received them: (database URL, SQL, parameters). Statements run through SQLAlchemy
-    are seen by its event; the prepared ones go straight to the cursor, so it is watched too."""
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    import broker.prepared
-
-    seen = []
-
-    def record(conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith(("SELECT", "WITH")):
-            url = conn.engine.url.render_as_string(hide_password=False)
-            seen.append((url, statement, parameters))
-
-    class Watched:
-        def __init__(self, connection: Any) -> None:
-            self._connection = connection
-            self._cursor = cursor_of(connection)
-
-        def execute(self, statement: str, parameters: Any) -> Any:
-            record(self._connection, None, statement, parameters)
-            return self._cursor.execute(statement, parameters)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._cursor, name)
-
-    cursor_of = broker.prepared._cursor
-    event.listen(Engine, "before_cursor_execute", record)
-    broker.prepared._cursor = Watched
-    try:
-        lookup(0)
-    finally:
-        broker.prepared._cursor = cursor_of
-        event.remove(Engine, "before_cursor_execute", record)
-    return seen
-
-
-def replay_reads(reads: list[tuple[str, str, Any]], count: int) -> float:
-    """Seconds per replay of ``reads`` through the bare drivers, autocommitted (no BEGIN)."""
-    from sqlalchemy import create_engine
-
-    engines, raws, cursors = [], {}, {}
-    try:
-        for url in dict.fromkeys(url for url, _, _ in reads):
-            engine = create_engine(url)  # only to open the driver's connection as the URL says
-            engines.append(engine)
-            raw = engine.raw_connection()
-            raws[url] = raw
-            if url.startswith("sqlite"):
-                raw.dbapi_connection.isolation_level = None
-            else:
-                raw.dbapi_connection.autocommit = True
-            cursors[url] = raw.cursor()
-
-        def replay(_: int) -> None:
-            for url, statement, parameters in reads:
-                cursor = cursors[url]
-                cursor.execute(statement, parameters)
-                cursor.fetchall()
-
-        return per_call(replay, count)
-    finally:
-        for raw in raws.values():
-            raw.close()
-        for engine in engines:
-            engine.dispose()
-
-
 def floor_costs(
-    app: Any, client: Any, token: str, url: str, count: int, reads: list[tuple[str, str, Any]]
+    app: Any, client: Any, token: str, url: str, count: int, reads: Reads
 ) -> list[tuple[str, float]]:
     """Seconds per call of what any lookup must do, whatever the code around it: check the
     access token's ES256 signature, take one Cedar decision, make its reads (the very SQL and
@@ -585,7 +515,6 @@ def floor_costs(
     from joserfc import jwt
     from joserfc.jwk import KeySet
 
-    from broker.db import make_engine
     from broker.demo_data import CATEGORIES
     from policies import DecisionRequest
 
@@ -609,58 +538,18 @@ def floor_costs(
     if not engine.decide(decision).permit:
         raise RuntimeError("the floor's Cedar request is not the permitted one the bench asks")
 
-    database = make_engine(url)  # the app's own connection settings (WAL, ...)
-    raw = database.raw_connection()
-    seqs = itertools.count()
-    statement = (
-        "INSERT INTO bench_floor VALUES (?, ?)"
-        if url.startswith("sqlite")
-        else "INSERT INTO bench_floor VALUES (%s, %s)"
-    )
-    record = json.dumps({"kind": "lookup.decision", "padding": "x" * 400})
-    try:
-        cursor = raw.cursor()
-        cursor.execute("CREATE TABLE bench_floor (seq INTEGER PRIMARY KEY, record TEXT)")
-        raw.commit()
-
-        def insert(_: int) -> None:
-            cursor.execute(statement, (next(seqs), record))
-            raw.commit()
-
-        costs = [
-            (
-                "ES256 signature of the access token (joserfc)",
-                per_call(lambda i: jwt.decode(token, key), count),
-            ),
-            ("one Cedar decision (cedarpy)", per_call(lambda i: engine.decide(decision), count)),
-        ]
-        costs.append(
-            (
-                f"its {len(reads)} reads, the SQL it sent (bare drivers, autocommit)",
-                replay_reads(reads, count),
-            )
-        )
-        costs.append(("one event inserted and committed (bare driver)", per_call(insert, count)))
-        cursor.execute("DROP TABLE bench_floor")
-        raw.commit()
-    finally:
-        raw.close()
-        database.dispose()
-    return costs
-
-
-def print_floor(costs: list[tuple[str, float]], per_bare: float, per_lookup: float) -> None:
-    table = Table("what every lookup must do", "ms", title="The floor: no framework, no ORM")
-    for label, seconds in costs:
-        table.add_row(label, f"{seconds * 1000:.3f}")
-    floor = sum(seconds for _, seconds in costs)
-    table.add_row("sum", f"{floor * 1000:.3f}", end_section=True)
-    console.print(table)
-    console.print(
-        f"A lookup costing the bare request plus only this would run at "
-        f"{per_bare / (per_bare + floor):.0%} of the bare rate in-process; this one runs at "
-        f"{per_bare / per_lookup:.1%}."
-    )
+    return [
+        (
+            "ES256 signature of the access token (joserfc)",
+            per_call(lambda i: jwt.decode(token, key), count),
+        ),
+        ("one Cedar decision (cedarpy)", per_call(lambda i: engine.decide(decision), count)),
+        (
+            f"its {len(reads)} reads, the SQL it sent (bare drivers, autocommit)",
+            replay_reads(reads, count),
+        ),
+        ("one event inserted and committed (bare driver)", committed_inserts(url, 1, count)),
+    ]
 
 
 def run_profile(args: argparse.Namespace) -> int:
@@ -734,7 +623,8 @@ def run_profile(args: argparse.Namespace) -> int:
             if url.startswith("sqlite"):
                 url = f"sqlite:///{folder / 'floor.db'}"
             reads = captured_reads(lookup)
-            print_floor(floor_costs(app, client, token, url, count, reads), per_bare, per_lookup)
+            costs = floor_costs(app, client, token, url, count, reads)
+            print_floor(console, "lookup", costs, per_bare, per_lookup)
             app.extensions["casebroker.sources"].close()
             app.extensions["casebroker.db"].engine.dispose()
     return 0

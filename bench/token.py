@@ -71,6 +71,7 @@ from _common import (
     result_row,
     temporary_folder,
 )
+from _floor import Reads, captured_reads, committed_inserts, print_floor, replay_reads
 from rich.console import Console
 from rich.table import Table
 
@@ -442,8 +443,54 @@ def run_profile(args: argparse.Namespace) -> int:
                 f"request ({per_bare / per_grant:.1%} of a grant)"
             )
             profile_calls(console, grant, count, args.top, "grant")
+            reads = captured_reads(grant)
+            url = app.config["DATABASE_URL"]
+            costs = floor_costs(instance, next(grants), reads, url, count)
+            print_floor(console, "grant", costs, per_bare, per_grant)
             app.extensions["casebroker.db"].engine.dispose()
     return 0
+
+
+def floor_costs(
+    instance: Instance, grant: tuple[bytes, str], reads: Reads, url: str, count: int
+) -> list[tuple[str, float]]:
+    """Seconds per call of what any grant of this kind must do, whatever the code around it:
+    check the client assertion's and the DPoP proof's signatures, sign the access token, make
+    its reads (the SQL it sent) and burn the assertion's and the proof's ``jti`` (two inserts,
+    each committed: a burn must stand even if the request fails later)."""
+    from urllib.parse import parse_qs
+
+    from joserfc import jws, jwt
+    from joserfc.jwk import ECKey
+
+    body, proof = grant
+    assertion = parse_qs(body.decode())["client_assertion"][0]
+    client_key = ECKey.import_key(instance.client_key)
+    proof_key = ECKey.import_key(jws.extract_compact(proof.encode()).headers()["jwk"])
+    signing_key = ECKey.generate_key("P-256")
+    claims = {"iss": instance.issuer, "sub": CLIENT_ID, "scope": "lookup", "exp": 2**31}
+    return [
+        (
+            "ES256 signature of the client assertion (joserfc)",
+            per_call(lambda i: jwt.decode(assertion, client_key), count),
+        ),
+        (
+            "ES256 signature of the DPoP proof (joserfc)",
+            per_call(lambda i: jwt.decode(proof, proof_key), count),
+        ),
+        (
+            "ES256 signing of the access token (joserfc)",
+            per_call(lambda i: jwt.encode({"alg": "ES256"}, claims, signing_key), count),
+        ),
+        (
+            f"its {len(reads)} reads, the SQL it sent (bare drivers, autocommit)",
+            replay_reads(reads, count),
+        ),
+        (
+            "two single-use values burned, each committed (bare driver)",
+            committed_inserts(url, 2, count),
+        ),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
