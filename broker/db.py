@@ -13,7 +13,7 @@ from typing import Any
 from flask import Flask, current_app, g
 from sqlalchemy import JSON, DateTime, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -92,7 +92,20 @@ def get_session() -> Session:
     return g.db_session
 
 
+def get_autocommit_connection() -> Connection:
+    """The request's autocommitted connection, for writes that must stand whatever becomes of
+    the request (burning single-use values): one pool checkout however many it makes, opened on
+    first use and returned at teardown."""
+    if "db_autocommit" not in g:
+        connection = get_db().engine.connect()
+        g.db_autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+    return g.db_autocommit
+
+
 def _close_session(_exc: BaseException | None) -> None:
     session = g.pop("db_session", None)
     if session is not None:
         session.close()
+    connection = g.pop("db_autocommit", None)
+    if connection is not None:
+        connection.close()

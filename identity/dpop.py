@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection
 
 from identity import replay
 from identity.models import SUPPORTED_SIGNING_ALGS
@@ -85,12 +85,13 @@ def verify_proof(
     *,
     method: str,
     url: str,
-    engine: Engine,
+    burns: Connection,
     access_token: str | None = None,
     nonce_secret: str | None = None,
     skew: int = 30,
 ) -> Proof:
-    """Check one DPoP proof and burn its ``jti``; raises ``DPoPError``."""
+    """Check one DPoP proof and burn its ``jti`` on ``burns`` (autocommitted); raises
+    ``DPoPError``."""
     if not proof:
         raise DPoPError("A DPoP proof is required.")
     if len(proof) > MAX_PROOF_LENGTH or "," in proof:
@@ -136,13 +137,13 @@ def verify_proof(
     if nonce_secret is not None and not nonce_is_valid(nonce_secret, claims.get("nonce")):
         raise DPoPError("A fresh DPoP nonce is required.", error="use_dpop_nonce")
     jkt = key.thumbprint()
-    _burn(engine, jkt, jti, now + PROOF_MAX_AGE + 2 * skew)
+    _burn(burns, jkt, jti, now + PROOF_MAX_AGE + 2 * skew)
     return Proof(jkt, jti)
 
 
-def _burn(engine: Engine, jkt: str, jti: str, until: float) -> None:
+def _burn(burns: Connection, jkt: str, jti: str, until: float) -> None:
     """Section 11.1: a proof is single use, in every process sharing the database."""
     digest = hashlib.sha256(f"{jkt}\0{jti}".encode()).hexdigest()
     expires = datetime.fromtimestamp(until, UTC) + timedelta(seconds=1)
-    if not replay.burn(engine, "dpop", digest, expires):
+    if not replay.burn(burns, "dpop", digest, expires):
         raise DPoPError("The DPoP proof has been used before.")

@@ -16,7 +16,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from sqlalchemy.exc import IntegrityError
 
-from broker.db import get_db, get_session
+from broker.db import get_autocommit_connection, get_session
 from identity import provider
 from identity.accounts import holder_of
 from identity.dpop import DPoPError, verify_proof
@@ -61,7 +61,7 @@ def check_bound_token(
                 request.headers.get("DPoP"),
                 method=request.method,
                 url=config["ISSUER"] + path,
-                engine=get_db().engine,
+                burns=get_autocommit_connection(),
                 access_token=token,
                 skew=int(config["CLOCK_SKEW"]),
             )

@@ -12,7 +12,7 @@ from typing import Any
 from authlib.oauth2.rfc6749 import OAuth2Error, grants
 from flask import current_app, g, request
 
-from broker.db import get_db, get_session
+from broker.db import get_autocommit_connection, get_session
 from identity import provider
 from identity.dpop import DPoPError, current_nonce, verify_proof
 from identity.events import record_event
@@ -70,7 +70,7 @@ def check_dpop(client_id: str, required: bool, path: str = TOKEN_PATH) -> str | 
             header,
             method=request.method,
             url=config["ISSUER"] + path,
-            engine=get_db().engine,
+            burns=get_autocommit_connection(),
             nonce_secret=config["SECRET_KEY"] if config["DPOP_NONCE"] else None,
             skew=int(config["CLOCK_SKEW"]),
         )

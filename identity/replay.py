@@ -1,9 +1,10 @@
 """Single-use values shared by every process: client assertion and DPoP proof ``jti``.
 
-A value is burned by inserting it, committed at once on a connection of its own: the primary
-key makes a second insert of it fail in every process sharing the database, and the commit
-makes the burn stand even when the request that carried it fails later. The statements are
-built once; they run on every token request.
+A value is burned by inserting it, committed at once on an autocommitted connection (the
+request's own, ``broker.db.get_autocommit_connection``, not its session's): the primary key
+makes a second insert of it fail in every process sharing the database, and the commit makes
+the burn stand even when the request that carried it fails later. The statements are built
+once; they run on every token request.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, bindparam, delete, insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from broker.prepared import Prepared
@@ -30,21 +31,18 @@ _SWEEP = Prepared(
 )
 
 
-def burn(engine: Engine, namespace: str, digest: str, expires_at: datetime) -> bool:
-    """Burn ``digest`` (a hex SHA-256) in ``namespace``; False when it was burned before.
+def burn(connection: Connection, namespace: str, digest: str, expires_at: datetime) -> bool:
+    """Burn ``digest`` (a hex SHA-256) in ``namespace`` on an autocommitted ``connection``;
+    False when it was burned before.
 
-    One autocommitted statement: no transaction to open or close around it, so on
-    PostgreSQL a burn is one round trip besides the pool's check of the connection.
-    About one call in 256 (those whose digest starts with ``00``) also deletes the entries
-    past their expiry, of every namespace: no scheduler is needed to keep the table small.
+    One statement: no transaction to open or close around it, so on PostgreSQL a burn is one
+    round trip. About one call in 256 (those whose digest starts with ``00``) also deletes the
+    entries past their expiry, of every namespace: no scheduler is needed to keep the table small.
     """
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        try:
-            _BURN.rows(
-                connection, {"namespace": namespace, "value": digest, "expires_at": expires_at}
-            )
-        except IntegrityError:
-            return False
-        if digest.startswith("00"):
-            _SWEEP.rows(connection, {"now": datetime.now(UTC)})
+    try:
+        _BURN.rows(connection, {"namespace": namespace, "value": digest, "expires_at": expires_at})
+    except IntegrityError:
+        return False
+    if digest.startswith("00"):
+        _SWEEP.rows(connection, {"now": datetime.now(UTC)})
     return True

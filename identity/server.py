@@ -23,7 +23,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import Row, and_, bindparam, select
 
-from broker.db import get_db, get_session
+from broker.db import get_autocommit_connection, get_session
 from broker.models import Agency
 from broker.prepared import Prepared
 from identity import replay
@@ -194,15 +194,16 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             raise InvalidClientError(description="The client assertion aud must be the issuer.")
 
     def validate_jti(self, claims: dict[str, Any], jti: Any) -> bool:
-        """Burn the ``jti``, committed at once on a connection of its own, so a replay fails
-        even when this request fails later, and in every process sharing the database."""
+        """Burn the ``jti``, committed at once on the request's autocommitted connection, so a
+        replay fails even when this request fails later, and in every process sharing the
+        database."""
         if not isinstance(jti, str) or not 0 < len(jti) <= 255:
             return False
         digest = hashlib.sha256(f"{claims['sub']}\0{jti}".encode()).hexdigest()
         expires = datetime.fromtimestamp(claims["exp"], UTC) + timedelta(
             seconds=current_app.config["CLOCK_SKEW"]
         )
-        return replay.burn(get_db().engine, "client_assertion", digest, expires)
+        return replay.burn(get_autocommit_connection(), "client_assertion", digest, expires)
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):

@@ -203,6 +203,21 @@ def test_replayed_jti_is_refused(app, client):
     assert error_of(post_token(client, token_form(signed))) == "invalid_client"
 
 
+def test_an_assertion_spent_by_a_refused_request_stays_spent(app, client):
+    """The burn is committed on its own connection: a request refused after it (here for a
+    scope the client does not hold) does not give the assertion back."""
+    key = add_client(app)
+    signed = assertion(key)
+    refused = post_token(client, token_form(signed, scope="lookup audit.admin"))
+    assert error_of(refused) == "invalid_scope"
+    assert error_of(post_token(client, token_form(signed))) == "invalid_client"
+    with app.app_context():
+        session = app.extensions["casebroker.db"].sessionmaker()
+        burned = session.scalars(select(ReplayGuard.namespace)).all()
+        session.close()
+    assert burned.count("client_assertion") == 1
+
+
 def test_replay_is_refused_by_another_app_instance(make_app):
     first, second = make_app(), make_app()
     key = add_client(first)

@@ -7,7 +7,7 @@ import logging
 from flask import Blueprint, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from broker.db import get_db, get_session
+from broker.db import get_autocommit_connection, get_session
 from broker.exchange.schemas import LookupRequestSchema
 from broker.exchange.service import (
     AuditUnavailable,
@@ -95,7 +95,7 @@ def authenticate(scope: str) -> Caller:
                 request.headers.get("DPoP"),
                 method=request.method,
                 url=config["ISSUER"] + request.path,
-                engine=get_db().engine,
+                burns=get_autocommit_connection(),
                 access_token=token,
                 nonce_secret=config["SECRET_KEY"] if config["DPOP_NONCE"] else None,
                 skew=int(config["CLOCK_SKEW"]),
