@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
+import pickle
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from _common import per_call
@@ -88,6 +91,65 @@ def replay_reads(reads: Reads, count: int) -> float:
             raw.close()
         for engine in engines:
             engine.dispose()
+
+
+def write_plan(
+    path: Path,
+    verify: list[tuple[str, dict[str, Any]]],
+    reads: Reads,
+    url: str,
+    inserts: int,
+    cedar: dict[str, Any] | None = None,
+    sign: dict[str, Any] | None = None,
+) -> None:
+    """The floor endpoint's plan (``_floor_app.py``): the (token, public JWK) signatures to
+    check, the reads to replay, ``inserts`` committed inserts into ``url``'s scratch table,
+    the Cedar requests (with the policy directory and entities) and a private JWK to sign with.
+    A pickle, because the captured parameters are the drivers' own objects (UUIDs, datetimes)."""
+    plan = {
+        "verify": verify,
+        "reads": reads,
+        "inserts": {"url": url, "count": inserts},
+        "cedar": cedar,
+        "sign": sign,
+    }
+    path.write_bytes(pickle.dumps(plan))
+
+
+@contextmanager
+def scratch_table(url: str) -> Iterator[None]:
+    """The floor endpoint's ``bench_floor`` table in ``url``'s database, dropped at the end."""
+    from broker.db import make_engine
+
+    database = make_engine(url)
+    try:
+        with database.begin() as connection:
+            connection.exec_driver_sql(
+                "CREATE TABLE bench_floor (id VARCHAR(32) PRIMARY KEY, record TEXT)"
+            )
+        yield
+    finally:
+        with database.begin() as connection:
+            connection.exec_driver_sql("DROP TABLE IF EXISTS bench_floor")
+        database.dispose()
+
+
+def measure_floor(
+    label: str,
+    plan: Path,
+    url: str,
+    serve: Callable[..., Any],
+    load: Callable[..., Any],
+    requests: list[bytes],
+    expect: Any,
+) -> Any:
+    """The floor endpoint under the benchmark's server settings (``serve``: a ``Gunicorn``
+    with all but the app and its environment given) and load, taking ``requests``."""
+    with (
+        scratch_table(url),
+        serve("_floor_app:app", {"FLOOR_PLAN": str(plan)}, "floor.log") as server,
+    ):
+        return load(label, server.port, requests, expect, server_pids=server.worker_pids())
 
 
 def committed_inserts(url: str, rows: int, count: int) -> float:

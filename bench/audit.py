@@ -287,7 +287,7 @@ def run_size(url: str, size: int, proof_count: int) -> dict[str, Any]:
     console.print(f"[dim]{size:,}: verifying[/dim]")
     figures["verify_seconds"], figures["verify_ok"] = verify_all(app)
     figures["read_seconds"] = read_baseline(app)
-    app.extensions["casebroker.db"].engine.dispose()
+    app.extensions["casebroker.db"].dispose()
     return figures
 
 

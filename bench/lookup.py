@@ -10,6 +10,10 @@ the bare endpoint (``bench/_bare.py``) then run in turn under identical gunicorn
 bytes back to back. The lookup is one category (``income``) from one SQL source (``tax-db``) as
 the social-services client, for ``benefit-eligibility``: token checked, policy decided, audited
 and committed, source queried. The target is a lookup rate of at least 35% of the bare one.
+Then the floor endpoint (``bench/_floor_app.py``) takes the bare endpoint's requests under the
+same settings: the bare app plus only the work any lookup must do (the token's signature, the
+Cedar decision, the reads one lookup of the broker made, replayed through the bare drivers, and
+one committed insert). Its ratio to the bare rate is the most any implementation could reach.
 
 ``--profile`` runs lookups in this process through Flask's test client instead: time per stage
 of the lookup, then cProfile's top functions, then the floor (what any implementation must spend:
@@ -61,7 +65,15 @@ from _common import (
     result_row,
     temporary_folder,
 )
-from _floor import Reads, captured_reads, committed_inserts, print_floor, replay_reads
+from _floor import (
+    Reads,
+    captured_reads,
+    committed_inserts,
+    measure_floor,
+    print_floor,
+    replay_reads,
+    write_plan,
+)
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
@@ -131,7 +143,7 @@ def seed_instance(
             add_national_records(session, national)
     instance = Instance(db, folder, port, env, seeded.key_files[REQUESTER])
     instance.identifiers = persons_with_income(app, seeded.source_files)
-    get_db(app).engine.dispose()
+    get_db(app).dispose()
     return instance
 
 
@@ -265,10 +277,16 @@ class Comparison:
     db: str
     bare: LoadResult
     lookup: LoadResult
+    #: The floor endpoint (``_floor_app.py``): the bare app plus only what any lookup must do.
+    floor: LoadResult
 
     @property
     def ratio(self) -> float:
         return self.lookup.rate / self.bare.rate if self.bare.rate else 0.0
+
+    @property
+    def ceiling(self) -> float:
+        return self.floor.rate / self.bare.rate if self.bare.rate else 0.0
 
 
 def first_lookup(base_url: str, token: str, identifier: str) -> None:
@@ -287,13 +305,24 @@ def first_lookup(base_url: str, token: str, identifier: str) -> None:
 
 
 def measure(instance: Instance, settings: ServerSettings, args: argparse.Namespace) -> Comparison:
-    """The broker, then the bare endpoint, each under ``settings`` and the same load."""
+    """The broker, the bare endpoint and the floor endpoint, each under ``settings`` and the
+    same load. The floor's plan is made first, from a lookup by the broker in this process."""
     from broker.agency_client import ClientKey, fetch_token
 
     env = clean_environment(instance.env)
     logs = instance.folder / "logs"
     logs.mkdir(exist_ok=True)
     load = load_runner(args)
+    plan = instance.folder / "floor.plan"
+    app, client, own_token = in_process_client(instance)
+    url = app.config["DATABASE_URL"]
+    floor_parts(app, client, own_token, instance.identifiers[0], url).plan(plan)
+    app.extensions["casebroker.sources"].close()
+    app.extensions["casebroker.db"].dispose()
+
+    def serve(app: str, extra: dict[str, str], log: str) -> Gunicorn:
+        return Gunicorn(app, settings, env | extra, logs / log, chdir=BENCH_DIR)
+
     with Gunicorn(
         "broker:create_app()",
         settings,
@@ -312,8 +341,8 @@ def measure(instance: Instance, settings: ServerSettings, args: argparse.Namespa
             LOOKUP_OK,
             server_pids=server.worker_pids(),
         )
-    with Gunicorn("_bare:app", settings, env, logs / "bare.log", chdir=BENCH_DIR) as server:
-        requests = requests_for("/", token, instance.identifiers)
+    requests = requests_for("/", token, instance.identifiers)
+    with serve("_bare:app", {}, "bare.log") as server:
         bare = load(
             f"{instance.db}: bare Flask JSON",
             server.port,
@@ -321,24 +350,29 @@ def measure(instance: Instance, settings: ServerSettings, args: argparse.Namespa
             BARE_OK,
             server_pids=server.worker_pids(),
         )
-    return Comparison(instance.db, bare, lookup)
+    label = f"{instance.db}: floor endpoint"
+    floor = measure_floor(label, plan, url, serve, load, requests, BARE_OK)
+    return Comparison(instance.db, bare, lookup, floor)
 
 
 def report(comparisons: list[Comparison]) -> None:
     table = Table(*RESULT_COLUMNS, title="Throughput and latency (warm-up excluded)")
     for comparison in comparisons:
         table.add_row(*result_row(comparison.bare))
+        table.add_row(*result_row(comparison.floor))
         table.add_row(*result_row(comparison.lookup), end_section=True)
     console.print(table)
     for comparison in comparisons:
         print_errors(comparison.bare)
+        print_errors(comparison.floor)
         print_errors(comparison.lookup)
     for comparison in comparisons:
         verdict = "meets" if comparison.ratio >= TARGET else "BELOW TARGET: misses"
         console.print(
             f"{comparison.db}: lookup/bare = {comparison.lookup.rate:,.0f} / "
             f"{comparison.bare.rate:,.0f} req/s = {comparison.ratio:.1%} "
-            f"({verdict} the {TARGET:.0%} target)"
+            f"({verdict} the {TARGET:.0%} target); floor/bare = {comparison.ceiling:.1%}, the "
+            "most any implementation of this lookup could reach in this run"
         )
 
 
@@ -502,14 +536,34 @@ def timed_loop(post: Callable[[int], Any], count: int) -> float:
     return (time.perf_counter() - started) / count
 
 
-def floor_costs(
-    app: Any, client: Any, token: str, url: str, count: int, reads: Reads
-) -> list[tuple[str, float]]:
-    """Seconds per call of what any lookup must do, whatever the code around it: check the
-    access token's ES256 signature, take one Cedar decision, make its reads (the very SQL and
-    parameters it sent, ``reads``), insert one event and commit it, all through the bare
-    database drivers (no SQLAlchemy). With the bare request's own time, they bound from above
-    the ratio any implementation of this lookup could reach here."""
+@dataclass
+class FloorParts:
+    """What any lookup must do: check its token with the published key, take one Cedar decision,
+    make its reads and commit one event."""
+
+    token: str
+    jwk: dict[str, Any]
+    engine: Any
+    decision: Any
+    reads: Reads
+    url: str
+
+    def plan(self, path: Path) -> None:
+        """The floor endpoint's plan for this lookup (``bench/_floor_app.py``)."""
+        from policies.translate import cedar_request, entities_json, entity_facts
+
+        cedar = {
+            "directory": str(self.engine.directory),
+            "requests": [cedar_request(self.decision)],
+            "entities": entities_json(entity_facts([self.decision])),
+        }
+        write_plan(path, [(self.token, self.jwk)], self.reads, self.url, 1, cedar=cedar)
+
+
+def floor_parts(app: Any, client: Any, token: str, identifier: str, url: str) -> FloorParts:
+    """The parts of the floor, from the broker in this process: one lookup of ``identifier`` is
+    made to capture its reads, and the Cedar request is the one its decision makes. Events are
+    inserted into a scratch table of the database at ``url``."""
     from datetime import UTC, datetime
 
     from joserfc import jwt
@@ -518,8 +572,9 @@ def floor_costs(
     from broker.demo_data import CATEGORIES
     from policies import DecisionRequest
 
-    keys = KeySet.import_key_set(client.get("/jwks.json").json)
-    key = keys.get_by_kid(jwt.decode(token, keys, algorithms=["ES256"]).header["kid"])
+    jwks = client.get("/jwks.json").json
+    kid = jwt.decode(token, KeySet.import_key_set(jwks), algorithms=["ES256"]).header["kid"]
+    jwk = next(key for key in jwks["keys"] if key["kid"] == kid)
     engine = app.extensions["casebroker.policy"]
     decision = DecisionRequest(
         requester=REQUESTER,
@@ -537,18 +592,36 @@ def floor_costs(
     )
     if not engine.decide(decision).permit:
         raise RuntimeError("the floor's Cedar request is not the permitted one the bench asks")
+    headers = {"Authorization": f"Bearer {token}"}
+    body = lookup_body(identifier)
 
+    def lookup(_: int) -> None:
+        client.post(LOOKUP_PATH, data=body, headers=headers, content_type="application/json")
+
+    reads = captured_reads(lookup)
+    return FloorParts(token, jwk, engine, decision, reads, url)
+
+
+def floor_costs(parts: FloorParts, count: int) -> list[tuple[str, float]]:
+    """Seconds per call of each part of the floor, through the bare libraries and drivers (no
+    SQLAlchemy). With the bare request's own time, they bound from above the ratio any
+    implementation of this lookup could reach here, in process."""
+    from joserfc import jwt
+    from joserfc.jwk import import_key
+
+    key = import_key(parts.jwk)
+    engine, decision = parts.engine, parts.decision
     return [
         (
             "ES256 signature of the access token (joserfc)",
-            per_call(lambda i: jwt.decode(token, key), count),
+            per_call(lambda i: jwt.decode(parts.token, key), count),
         ),
         ("one Cedar decision (cedarpy)", per_call(lambda i: engine.decide(decision), count)),
         (
-            f"its {len(reads)} reads, the SQL it sent (bare drivers, autocommit)",
-            replay_reads(reads, count),
+            f"its {len(parts.reads)} reads, the SQL it sent (bare drivers, autocommit)",
+            replay_reads(parts.reads, count),
         ),
-        ("one event inserted and committed (bare driver)", committed_inserts(url, 1, count)),
+        ("one event inserted and committed (bare driver)", committed_inserts(parts.url, 1, count)),
     ]
 
 
@@ -622,11 +695,10 @@ def run_profile(args: argparse.Namespace) -> int:
             url = app.config["DATABASE_URL"]
             if url.startswith("sqlite"):
                 url = f"sqlite:///{folder / 'floor.db'}"
-            reads = captured_reads(lookup)
-            costs = floor_costs(app, client, token, url, count, reads)
-            print_floor(console, "lookup", costs, per_bare, per_lookup)
+            parts = floor_parts(app, client, token, instance.identifiers[0], url)
+            print_floor(console, "lookup", floor_costs(parts, count), per_bare, per_lookup)
             app.extensions["casebroker.sources"].close()
-            app.extensions["casebroker.db"].engine.dispose()
+            app.extensions["casebroker.db"].dispose()
     return 0
 
 

@@ -13,7 +13,11 @@ same load generator as ``bench/lookup.py``:
   signed before the run, enough for its length;
 - password logins (argon2id verify, throttle check, a new database session, an audit event):
   each request posts the CSRF token of a session fetched before the run;
-- the bare Flask JSON endpoint (``bench/_bare.py``) taking the token requests' bytes.
+- the bare Flask JSON endpoint (``bench/_bare.py``) taking the token requests' bytes;
+- the floor endpoint (``bench/_floor_app.py``) taking the same: the bare app plus only what any
+  such grant must do (check two ES256 signatures, sign one, make the reads one grant of the
+  broker made, burn two single-use values, each committed), the most any implementation could
+  reach.
 
 Then, once, a peer takes the same kind of grants (its own client key, fresh assertion and proof
 each): node-oidc-provider in ``bench/peer/``, two worker processes like gunicorn's, its replay
@@ -24,7 +28,7 @@ packages (``npm ci --prefix bench/peer``) are missing.
 It prints each rate, latency and CPU per request, and the ratios to the bare endpoint and the
 peer.
 ``--profile`` runs grants in this process through Flask's test client instead: time per grant
-against the bare endpoint's, then cProfile's top functions. This is
+against the bare endpoint's, then cProfile's top functions, then the floor's parts. This is
 a measurement: it exits 0 whether the figures are good or bad (non-zero only when a run could
 not be set up).
 """
@@ -71,7 +75,15 @@ from _common import (
     result_row,
     temporary_folder,
 )
-from _floor import Reads, captured_reads, committed_inserts, print_floor, replay_reads
+from _floor import (
+    Reads,
+    captured_reads,
+    committed_inserts,
+    measure_floor,
+    print_floor,
+    replay_reads,
+    write_plan,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -143,7 +155,7 @@ def seed_instance(db: str, folder: Path, database_url: str | None) -> Instance:
                     person_id=person.id,
                 )
             )
-    get_db(app).engine.dispose()
+    get_db(app).dispose()
     return Instance(db, folder, port, env, key.as_dict(private=True))
 
 
@@ -227,14 +239,29 @@ class Comparison:
     bare: LoadResult
     token: LoadResult
     login: LoadResult
+    #: The floor endpoint (``_floor_app.py``): the bare app plus only what any grant must do.
+    floor: LoadResult
 
 
 def measure(instance: Instance, settings: ServerSettings, args: argparse.Namespace) -> Comparison:
+    """The broker, the bare endpoint and the floor endpoint, each under ``settings`` and the
+    same load. The floor's plan is made first, from a grant by the broker in this process."""
+    from broker.app import create_app
+
     env = clean_environment(instance.env)
     logs = instance.folder / "logs"
     logs.mkdir(exist_ok=True)
     load = load_runner(args)
     window = args.duration + args.warmup + 1
+    plan = instance.folder / "floor.plan"
+    app = create_app(environ=instance.env)
+    url = app.config["DATABASE_URL"]
+    floor_parts(instance, app, url).plan(plan)
+    app.extensions["casebroker.db"].dispose()
+
+    def serve(app: str, extra: dict[str, str], log: str) -> Gunicorn:
+        return Gunicorn(app, settings, env | extra, logs / log, chdir=BENCH_DIR)
+
     with Gunicorn(
         "broker:create_app()",
         settings,
@@ -261,15 +288,18 @@ def measure(instance: Instance, settings: ServerSettings, args: argparse.Namespa
             LOGIN_OK,
             server_pids=server.worker_pids(),
         )
-    with Gunicorn("_bare:app", settings, env, logs / "bare.log", chdir=BENCH_DIR) as server:
+    requests = token_requests(instance.issuer, instance.client_key, 64, path="/")
+    with serve("_bare:app", {}, "bare.log") as server:
         bare = load(
             f"{instance.db}: bare Flask JSON",
             server.port,
-            token_requests(instance.issuer, instance.client_key, 64, path="/"),
+            requests,
             BARE_OK,
             server_pids=server.worker_pids(),
         )
-    return Comparison(instance.db, bare, token, login)
+    label = f"{instance.db}: floor endpoint"
+    floor = measure_floor(label, plan, url, serve, load, requests, BARE_OK)
+    return Comparison(instance.db, bare, token, login, floor)
 
 
 def peer_missing() -> str | None:
@@ -329,13 +359,14 @@ def report(comparisons: list[Comparison], peer: LoadResult | None) -> None:
     table = Table(*RESULT_COLUMNS, title="Throughput and latency (warm-up excluded)")
     for comparison in comparisons:
         table.add_row(*result_row(comparison.bare))
+        table.add_row(*result_row(comparison.floor))
         table.add_row(*result_row(comparison.token))
         table.add_row(*result_row(comparison.login), end_section=True)
     if peer is not None:
         table.add_row(*result_row(peer))
     console.print(table)
     for comparison in comparisons:
-        for result in (comparison.bare, comparison.token, comparison.login):
+        for result in (comparison.bare, comparison.floor, comparison.token, comparison.login):
             print_errors(result)
     if peer is not None:
         print_errors(peer)
@@ -346,8 +377,10 @@ def report(comparisons: list[Comparison], peer: LoadResult | None) -> None:
         )
         console.print(
             f"{comparison.db}: token/bare = {comparison.token.rate:,.0f} / {bare:,.0f} req/s = "
-            f"{comparison.token.rate / bare:.1%}{versus_peer}; logins "
-            f"{comparison.login.rate:,.1f}/s = {comparison.login.rate / bare:.2%} of bare"
+            f"{comparison.token.rate / bare:.1%}{versus_peer}; floor/bare = "
+            f"{comparison.floor.rate / bare:.1%}, the most any implementation of this grant could "
+            f"reach in this run; logins {comparison.login.rate:,.1f}/s = "
+            f"{comparison.login.rate / bare:.2%} of bare"
         )
     if peer is not None and comparisons:
         bare = comparisons[0].bare.rate or float("nan")
@@ -443,52 +476,94 @@ def run_profile(args: argparse.Namespace) -> int:
                 f"request ({per_bare / per_grant:.1%} of a grant)"
             )
             profile_calls(console, grant, count, args.top, "grant")
-            reads = captured_reads(grant)
-            url = app.config["DATABASE_URL"]
-            costs = floor_costs(instance, next(grants), reads, url, count)
-            print_floor(console, "grant", costs, per_bare, per_grant)
-            app.extensions["casebroker.db"].engine.dispose()
+            parts = floor_parts(instance, app, app.config["DATABASE_URL"])
+            print_floor(console, "grant", floor_costs(parts, count), per_bare, per_grant)
+            app.extensions["casebroker.db"].dispose()
     return 0
 
 
-def floor_costs(
-    instance: Instance, grant: tuple[bytes, str], reads: Reads, url: str, count: int
-) -> list[tuple[str, float]]:
-    """Seconds per call of what any grant of this kind must do, whatever the code around it:
-    check the client assertion's and the DPoP proof's signatures, sign the access token, make
-    its reads (the SQL it sent) and burn the assertion's and the proof's ``jti`` (two inserts,
-    each committed: a burn must stand even if the request fails later)."""
+@dataclass
+class FloorParts:
+    """What any grant of this kind must do: check the client assertion's and the DPoP proof's
+    signatures, sign the access token, make its reads and burn the assertion's and the proof's
+    ``jti`` (two inserts, each committed: a burn must stand even if the request fails later)."""
+
+    assertion: str
+    client_jwk: dict[str, Any]
+    proof: str
+    proof_jwk: dict[str, Any]
+    signing_jwk: dict[str, Any]
+    reads: Reads
+    url: str
+
+    def plan(self, path: Path) -> None:
+        """The floor endpoint's plan for this grant (``bench/_floor_app.py``)."""
+        verify = [(self.assertion, self.client_jwk), (self.proof, self.proof_jwk)]
+        write_plan(path, verify, self.reads, self.url, 2, sign=self.signing_jwk)
+
+
+def floor_parts(instance: Instance, app: Any, url: str) -> FloorParts:
+    """The parts of the floor, from the broker in this process: one grant is made to capture
+    its reads; burns are inserted into a scratch table of the database at ``url``."""
     from urllib.parse import parse_qs
 
-    from joserfc import jws, jwt
+    from joserfc import jws
     from joserfc.jwk import ECKey
 
-    body, proof = grant
-    assertion = parse_qs(body.decode())["client_assertion"][0]
+    client = app.test_client()
+    grants = iter(grant_forms(instance.issuer, instance.client_key, 2))
+
+    def grant(_: int) -> None:
+        body, proof = next(grants)
+        headers = {"DPoP": proof}
+        response = client.post(
+            "/token", data=body, headers=headers, content_type=FORM, base_url=instance.issuer
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"token endpoint answered {response.status_code}")
+
+    reads = captured_reads(grant)
+    body, proof = next(grants)
     client_key = ECKey.import_key(instance.client_key)
-    proof_key = ECKey.import_key(jws.extract_compact(proof.encode()).headers()["jwk"])
-    signing_key = ECKey.generate_key("P-256")
-    claims = {"iss": instance.issuer, "sub": CLIENT_ID, "scope": "lookup", "exp": 2**31}
+    return FloorParts(
+        assertion=parse_qs(body.decode())["client_assertion"][0],
+        client_jwk=client_key.as_dict(private=False),
+        proof=proof,
+        proof_jwk=jws.extract_compact(proof.encode()).headers()["jwk"],
+        signing_jwk=ECKey.generate_key("P-256").as_dict(private=True),
+        reads=reads,
+        url=url,
+    )
+
+
+def floor_costs(parts: FloorParts, count: int) -> list[tuple[str, float]]:
+    """Seconds per call of each part of the floor, through the bare libraries and drivers."""
+    from joserfc import jwt
+    from joserfc.jwk import import_key
+
+    client_key, proof_key = import_key(parts.client_jwk), import_key(parts.proof_jwk)
+    signing_key = import_key(parts.signing_jwk)
+    claims = {"sub": CLIENT_ID, "scope": "lookup", "exp": 2**31}
     return [
         (
             "ES256 signature of the client assertion (joserfc)",
-            per_call(lambda i: jwt.decode(assertion, client_key), count),
+            per_call(lambda i: jwt.decode(parts.assertion, client_key), count),
         ),
         (
             "ES256 signature of the DPoP proof (joserfc)",
-            per_call(lambda i: jwt.decode(proof, proof_key), count),
+            per_call(lambda i: jwt.decode(parts.proof, proof_key), count),
         ),
         (
             "ES256 signing of the access token (joserfc)",
             per_call(lambda i: jwt.encode({"alg": "ES256"}, claims, signing_key), count),
         ),
         (
-            f"its {len(reads)} reads, the SQL it sent (bare drivers, autocommit)",
-            replay_reads(reads, count),
+            f"its {len(parts.reads)} reads, the SQL it sent (bare drivers, autocommit)",
+            replay_reads(parts.reads, count),
         ),
         (
             "two single-use values burned, each committed (bare driver)",
-            committed_inserts(url, 2, count),
+            committed_inserts(parts.url, 2, count),
         ),
     ]
 

@@ -48,24 +48,39 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str, pool_size: int = 5) -> Engine:
-    """Create an engine with the per-backend settings the broker relies on."""
+def make_engine(url: str, pool_size: int = 5, autocommit: bool = False) -> Engine:
+    """Create an engine with the per-backend settings the broker relies on; with
+    ``autocommit``, every statement on its connections commits by itself."""
     parsed = make_url(url)
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(
-            url, poolclass=NullPool if parsed.database in (None, "", ":memory:") else None
+            url,
+            poolclass=NullPool if parsed.database in (None, "", ":memory:") else None,
+            **options,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **options
+    )
 
 
 class Database:
-    """The engine and session factory of one app instance."""
+    """The engines and session factory of one app instance."""
 
     def __init__(self, url: str, pool_size: int = 5) -> None:
         self.engine = make_engine(url, pool_size)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        # Writes that must stand whatever becomes of the request get a pool of their own: a
+        # request holding its session's connection must never wait for a second connection
+        # from the same pool, which under load is how a pool deadlocks.
+        self.autocommit_engine = make_engine(url, pool_size, autocommit=True)
+
+    def dispose(self) -> None:
+        """Close every pooled connection of both engines."""
+        self.engine.dispose()
+        self.autocommit_engine.dispose()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -95,10 +110,13 @@ def get_session() -> Session:
 def get_autocommit_connection() -> Connection:
     """The request's autocommitted connection, for writes that must stand whatever becomes of
     the request (burning single-use values): one pool checkout however many it makes, opened on
-    first use and returned at teardown."""
+    first use and returned at teardown.
+
+    The session's connection is checked out first, so every request takes its two connections
+    in the same order and no two requests can each hold the one the other waits for."""
     if "db_autocommit" not in g:
-        connection = get_db().engine.connect()
-        g.db_autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+        get_session().connection()
+        g.db_autocommit = get_db().autocommit_engine.connect()
     return g.db_autocommit
 
 

@@ -110,7 +110,7 @@ def make_app(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Flask]
 
     yield factory
     for app in apps:
-        app.extensions["casebroker.db"].engine.dispose()
+        app.extensions["casebroker.db"].dispose()
 
 
 @pytest.fixture
