@@ -23,6 +23,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import Executable
 
 Processor = Callable[[Any], Any]
+#: A row of a prepared statement's result: a named tuple of its columns, by their keys.
+Fetched = Any
 
 
 class _Shape:
@@ -109,7 +111,7 @@ class Prepared:
             shape = shapes.by_lengths.setdefault(lengths, _Shape(self.statement, dialect, named))
         return shape
 
-    def rows(self, session: Session | Connection, params: Mapping[str, Any]) -> list[Any]:
+    def rows(self, session: Session | Connection, params: Mapping[str, Any]) -> list[Fetched]:
         """The result rows, as named tuples of the statement's columns (none for a write).
 
         Like ``Session.execute``, a session with autoflush on flushes pending objects first."""
@@ -193,4 +195,4 @@ def _wrapped(connection: Connection, sql: str, arguments: Any, exc: Exception) -
     )
 
 
-__all__ = ["Prepared"]
+__all__ = ["Fetched", "Prepared"]

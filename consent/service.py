@@ -24,13 +24,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import DateTime, Row, Uuid, bindparam, select, update
+from sqlalchemy import DateTime, Uuid, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import audit
 from broker.models import Agency, DataCategory, Purpose
-from broker.prepared import Prepared
+from broker.prepared import Fetched, Prepared
 from consent import notifications
 from consent.errors import (
     ConsentNotFound,
@@ -169,7 +169,7 @@ _IN_FORCE = Prepared(
 
 def in_force(
     session: Session, person_id: uuid.UUID, grantee: str, purpose: str, now: datetime
-) -> Sequence[Row[Any]]:
+) -> Sequence[Fetched]:
     """The consents that count for a decision now, active and inside their window: their
     ``id``, ``provider_agency_id``, ``categories`` and ``fields``.
 

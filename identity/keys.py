@@ -20,12 +20,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from joserfc.jwk import ECKey, OKPKey, RSAKey
-from sqlalchemy import Row, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from broker.db import utcnow
-from broker.prepared import Prepared
+from broker.prepared import Fetched, Prepared
 from identity.models import SigningKey
 
 PUBLISHED_STATES = ("next", "active", "retiring")
@@ -97,7 +97,7 @@ class LoadedKey:
     key: ECKey | RSAKey | OKPKey
 
 
-def load_private(kek: bytes, row: SigningKey | Row[Any]) -> LoadedKey:
+def load_private(kek: bytes, row: SigningKey | Fetched) -> LoadedKey:
     return _load_private(kek, row.kid, row.alg, bytes(row.private_key_encrypted))
 
 

@@ -21,11 +21,11 @@ from flask import Flask, current_app, g
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import Row, and_, bindparam, select
+from sqlalchemy import and_, bindparam, select
 
 from broker.db import get_autocommit_connection, get_session
 from broker.models import Agency
-from broker.prepared import Prepared
+from broker.prepared import Fetched, Prepared
 from identity import replay
 from identity.grants import (
     AuthorizationCodeGrant,
@@ -48,7 +48,7 @@ def issuer() -> str:
 class OAuthClient(ClientMixin):
     """Authlib's view of a registered client; reads only what the protocol needs."""
 
-    def __init__(self, row: Row[Any], jwks: list[dict[str, Any]]) -> None:
+    def __init__(self, row: Fetched, jwks: list[dict[str, Any]]) -> None:
         self.client_id = row.id
         self.agency_id = row.agency_id
         self.scope = row.scope

@@ -17,10 +17,10 @@ from typing import Any
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
-from sqlalchemy import Row, Uuid, bindparam, exists, select
+from sqlalchemy import Uuid, bindparam, exists, select
 from sqlalchemy.orm import Session
 
-from broker.prepared import Prepared
+from broker.prepared import Fetched, Prepared
 from identity.keys import PUBLISHED_STATES
 from identity.models import Client, ReplayGuard, SigningKey
 from identity.oidc_models import TokenFamily
@@ -195,7 +195,7 @@ def verify_access_token(
     )
 
 
-def _token_state(session: Session, kid: str, unverified: dict[str, Any]) -> Row[Any]:
+def _token_state(session: Session, kid: str, unverified: dict[str, Any]) -> Fetched:
     """The rows the token's validity depends on, named by its claims before the signature is
     checked (only to know what to read: what decides is read from the verified claims).
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -24,7 +24,7 @@ from audit import policy_versions
 from broker.cases.service import CaseFacts, case_facts
 from broker.exchange.sources import SourceCaller, SourceSpec
 from broker.models import Agency, DataCategory, Purpose, Source, SourceCategory
-from broker.prepared import Prepared
+from broker.prepared import Fetched, Prepared
 from identity.models import IdentityLink
 from policies import Decision, DecisionRequest, PolicyEngine, PurposeCapError, check_purpose_request
 
@@ -125,7 +125,7 @@ class Target:
     source: SourceSpec
     provider: str
     #: The category's ``id``, ``sensitivity`` and ``fields``.
-    category: Row[Any]
+    category: Fetched
     identifier: str | None
     decision: Decision | None = None
     #: The fields that may leave: the obligation's, narrowed by the consent it relied on.
@@ -170,7 +170,7 @@ class LookupService:
         self._record(caller, request, person_id, targets, cases, break_glass)
         return self._fetch_and_shape(request, targets, break_glass)
 
-    def _check_purpose(self, caller: Caller, request: LookupRequest) -> tuple[Row[Any], bool]:
+    def _check_purpose(self, caller: Caller, request: LookupRequest) -> tuple[Fetched, bool]:
         found = _PURPOSE.rows(self.session, {"purpose": request.purpose})
         if not found:
             raise LookupRejected(
@@ -184,7 +184,7 @@ class LookupService:
             raise LookupRejected(422, "Purpose requirements not met", str(exc), True) from None
         return purpose, check.break_glass
 
-    def _check_categories(self, request: LookupRequest) -> list[Row[Any]]:
+    def _check_categories(self, request: LookupRequest) -> list[Fetched]:
         rows = _CATEGORIES.rows(self.session, {"categories": list(request.categories)})
         found = {row.id: row for row in rows}
         unknown = [c for c in request.categories if c not in found]
@@ -218,7 +218,7 @@ class LookupService:
     def _find_targets(
         self,
         caller: Caller,
-        categories: Sequence[Row[Any]],
+        categories: Sequence[Fetched],
         identifiers: Mapping[str, Mapping[str, str]],
     ) -> list[Target]:
         """The other agencies' active sources providing a wanted category, with the person's
@@ -229,7 +229,7 @@ class LookupService:
         """
         wanted = {c.id: c for c in categories}
         rows = _TARGETS.rows(self.session, {"categories": list(wanted), "requester": caller.agency})
-        sources: dict[str, tuple[Row[Any], dict[str, tuple[str, ...]]]] = {}
+        sources: dict[str, tuple[Fetched, dict[str, tuple[str, ...]]]] = {}
         for row in rows:
             sources.setdefault(row.id, (row, {}))[1][row.category_id] = tuple(row.fields)
         targets = []
@@ -245,14 +245,14 @@ class LookupService:
         return targets
 
     def _consents(
-        self, caller: Caller, person_id: uuid.UUID, purpose: Row[Any]
-    ) -> Sequence[Row[Any]]:
+        self, caller: Caller, person_id: uuid.UUID, purpose: Fetched
+    ) -> Sequence[Fetched]:
         """Read at decision time from the consent table: a revocation committed before this
         statement is seen by it, on every node; a consent past its window no longer counts."""
         return consent.in_force(self.session, person_id, caller.agency, purpose.id, self.now)
 
     @staticmethod
-    def _covering(consents: Sequence[Row[Any]], provider: str, category: str) -> list[Row[Any]]:
+    def _covering(consents: Sequence[Fetched], provider: str, category: str) -> list[Fetched]:
         return [
             c
             for c in consents
@@ -261,7 +261,7 @@ class LookupService:
 
     @staticmethod
     def _effective_fields(
-        decision: Decision, category: Row[Any], covering: Sequence[Row[Any]]
+        decision: Decision, category: Fetched, covering: Sequence[Fetched]
     ) -> tuple[str, ...]:
         """The obligation's fields that the category has; where the permit rests on consent,
         only those some covering consent allows (a consent naming no fields allows all)."""
@@ -281,7 +281,7 @@ class LookupService:
         caller: Caller,
         request: LookupRequest,
         targets: list[Target],
-        consents: Sequence[Row[Any]],
+        consents: Sequence[Fetched],
         cases: CaseFacts,
         break_glass: bool,
     ) -> None:
@@ -443,7 +443,7 @@ class LookupService:
         return result
 
 
-def _permitted_fields(decision: Decision, category: Row[Any]) -> tuple[str, ...]:
+def _permitted_fields(decision: Decision, category: Fetched) -> tuple[str, ...]:
     """The obligation's fields that the category really has, in the category's order."""
     permitted = set(decision.obligations.fields if decision.obligations else ())
     return tuple(f for f in category.fields if f in permitted)
