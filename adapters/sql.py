@@ -295,7 +295,7 @@ def _sqlite_begin(conn: Connection, deadline: Deadline) -> Callable[[Connection]
     raw = conn.connection.dbapi_connection
     at = deadline.at
     raw.set_progress_handler(lambda: time.monotonic() > at, 1000)
-    conn.exec_driver_sql(f"PRAGMA busy_timeout = {max(1, int(deadline.remaining() * 1000)):d}")
+    raw.execute(f"PRAGMA busy_timeout = {max(1, int(deadline.remaining() * 1000)):d}")
     return lambda c: raw.set_progress_handler(None, 0)
 
 
