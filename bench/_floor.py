@@ -3,7 +3,9 @@
 Both ``--profile`` runs print one: the cryptography and the policy decision a request cannot
 skip, the reads it made (the very SQL and parameters, captured from a real request and replayed
 through the bare drivers) and its commits. With the bare endpoint's own time, the sum bounds from
-above the ratio any implementation of the request could reach on this machine, in process.
+above the ratio any implementation of the request could reach on this machine, in process. Both
+throughput runs serve the same work as an endpoint (``_floor_app.py``, from a plan written here)
+under the benchmark's server and load, which bounds the ratio under load.
 """
 
 from __future__ import annotations
