@@ -21,6 +21,16 @@ from identity.keys import active_key
 from identity.models import Officer, OfficerRole
 
 
+def field_values(record: Any) -> set[str]:
+    """Every scalar value in a decoded record, as text: a test asks whether a field holds a
+    value, never whether the serialised record contains it somewhere (a timestamp might)."""
+    if isinstance(record, dict):
+        return set().union(*(field_values(v) for v in record.values()))
+    if isinstance(record, list):
+        return set().union(*(field_values(v) for v in record))
+    return {str(record)}
+
+
 def sessions(app: Flask):
     return app.extensions["casebroker.db"].sessionmaker()
 

@@ -60,7 +60,7 @@ def test_a_lone_source_that_does_not_say_so_runs_on_the_pool_and_is_cut_at_its_t
     [outcome] = caller.fetch_all([(spec("a", timeout=0.2), "income", "p1")])
     assert time.monotonic() - started < 1.0
     assert outcome.records is None and outcome.error == "timed out"
-    assert adapter.started.wait(5) and adapter.threads[0].startswith("source")
+    assert adapter.started.wait(60) and adapter.threads[0].startswith("source")
     caller.close()
 
 
